@@ -1,0 +1,188 @@
+"""segdet's config keys.
+
+``add_segdet_config(cfg)`` only *adds* keys (with defaults) to a Detectron2 ``CfgNode``; call it
+after ``get_cfg()`` and before ``merge_from_file`` (yacs rejects unknown keys). Each area of the
+toolbox owns one ``_add_*`` function below.
+"""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_segdet_config", "get_segdet_cfg"]
+
+
+def add_segdet_config(cfg: CN) -> CN:
+    """Add every segdet key to ``cfg`` in place (idempotent) and return it."""
+    if getattr(cfg, "SEGDET_CONFIG_ADDED", False):
+        return cfg
+    _add_input_config(cfg)
+    _add_solver_config(cfg)
+    _add_test_config(cfg)
+    _add_backbone_config(cfg)
+    _add_sem_seg_config(cfg)
+    _add_cgrseg_config(cfg)
+    _add_ssa_config(cfg)
+    _add_distill_config(cfg)
+    cfg.SEGDET_CONFIG_ADDED = True
+    return cfg
+
+
+def get_segdet_cfg() -> CN:
+    """Detectron2's default config plus segdet's keys."""
+    from detectron2.config import get_cfg
+
+    return add_segdet_config(get_cfg())
+
+
+def _add_input_config(cfg: CN) -> None:
+    # Which dataset mapper the trainer uses: "default" (detectron2's DatasetMapper, detection)
+    # or "sem_seg" (segdet's semantic-segmentation mapper with the mmseg-style pipeline).
+    cfg.INPUT.DATASET_MAPPER_NAME = "default"
+    # Semantic-segmentation training pipeline (mmseg's ADE20K recipe by default).
+    cfg.INPUT.SEM_SEG = CN()
+    # Reference scale (long, short) that RATIO_RANGE multiplies; keep-ratio resize.
+    cfg.INPUT.SEM_SEG.SCALE = (2048, 512)
+    cfg.INPUT.SEM_SEG.RATIO_RANGE = (0.5, 2.0)
+    # Random crop (h, w); a crop is retried (up to 10 times) while one class covers more
+    # than CAT_MAX_RATIO of its valid pixels. 1.0 disables the check.
+    cfg.INPUT.SEM_SEG.CROP_SIZE = (512, 512)
+    cfg.INPUT.SEM_SEG.CAT_MAX_RATIO = 0.75
+    cfg.INPUT.SEM_SEG.FLIP_PROB = 0.5
+    # mmseg PhotoMetricDistortion (brightness ±32, contrast/saturation [0.5,1.5], hue ±18).
+    cfg.INPUT.SEM_SEG.PHOTOMETRIC_DISTORTION = True
+    # Test-time resize: keep-ratio into TEST_SCALE (long, short), then the segmentor pads
+    # to its size divisibility.
+    cfg.INPUT.SEM_SEG.TEST_SCALE = (2048, 512)
+
+
+def _add_solver_config(cfg: CN) -> None:
+    # "SGD" (detectron2's default) or "ADAMW".
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.BETAS = (0.9, 0.999)
+    # Learning-rate multiplier for parameters whose name starts with one of HEAD_PREFIXES
+    # (e.g. the semantic head: lr x10 in the CGRSeg recipe). Prefixes are matched on the full
+    # parameter name, so a backbone module called "talking_head" is never caught by accident.
+    cfg.SOLVER.HEAD_LR_MULTIPLIER = 1.0
+    cfg.SOLVER.HEAD_PREFIXES = ("sem_seg_head.",)
+    # Poly schedule used when SOLVER.LR_SCHEDULER_NAME == "WarmupPolyLR":
+    # lr = base * (1 - t / MAX_ITER) ** POWER, floored at base * POLY_LR_END_FACTOR.
+    cfg.SOLVER.POLY_LR_POWER = 0.9
+    cfg.SOLVER.POLY_LR_END_FACTOR = 0.0
+
+
+def _add_test_config(cfg: CN) -> None:
+    cfg.TEST.SEM_SEG = CN()
+    # "whole": one forward on the full (padded) image; "slide": overlapping CROP_SIZE windows
+    # every STRIDE pixels, logits averaged where windows overlap.
+    cfg.TEST.SEM_SEG.MODE = "whole"
+    cfg.TEST.SEM_SEG.CROP_SIZE = (512, 512)
+    cfg.TEST.SEM_SEG.STRIDE = (341, 341)
+    # Write a prediction-overlay PNG for the first N evaluated images (0 disables).
+    cfg.TEST.VIS_NUM_IMAGES = 4
+
+
+def _add_backbone_config(cfg: CN) -> None:
+    # Torchvision MobileNetV2 (+ optional FPN): a light ImageNet-initialised backbone for the
+    # embedded sample data. WEIGHTS: path of torchvision's mobilenet_v2 state dict ("" = random).
+    cfg.MODEL.MOBILENET_V2 = CN()
+    cfg.MODEL.MOBILENET_V2.WEIGHTS = ""
+    cfg.MODEL.MOBILENET_V2.OUT_FEATURES = ("m2", "m3", "m4", "m5")
+    cfg.MODEL.MOBILENET_V2.NORM = "FrozenBN"
+    cfg.MODEL.MOBILENET_V2.FREEZE_AT = 0
+
+    # EfficientFormerV2 ("S0", "S1", "S2", "L"), the CGRSeg backbones.
+    cfg.MODEL.EFFICIENTFORMER_V2 = CN()
+    cfg.MODEL.EFFICIENTFORMER_V2.VARIANT = "S1"
+    cfg.MODEL.EFFICIENTFORMER_V2.OUT_FEATURES = ("res2", "res3", "res4", "res5")
+    # None = the variant's default stochastic-depth rate.
+    cfg.MODEL.EFFICIENTFORMER_V2.DROP_PATH_RATE = None
+    # Token grid the relative-position bias tables are built for (the official code: 512 input).
+    cfg.MODEL.EFFICIENTFORMER_V2.BIAS_RESOLUTION = 512
+    # "BN" or "SyncBN" (converted only under DDP).
+    cfg.MODEL.EFFICIENTFORMER_V2.NORM = "BN"
+
+
+def _add_sem_seg_config(cfg: CN) -> None:
+    # Cross-entropy reduction for segdet heads: True = mean over valid (non-ignored) pixels
+    # (torch's ignore_index semantics); False = mmseg 0.27's mean over all pixels, ignored
+    # pixels counted as zero loss (what the official CGRSeg / SSA code trains with).
+    cfg.MODEL.SEM_SEG_HEAD.LOSS_AVG_NON_IGNORE = True
+
+
+def _add_cgrseg_config(cfg: CN) -> None:
+    cfg.MODEL.CGRSEG = CN()
+    cfg.MODEL.CGRSEG.IN_FEATURES = ("res3", "res4", "res5")
+    cfg.MODEL.CGRSEG.CHANNELS = 128
+    cfg.MODEL.CGRSEG.NEXT_REPEAT = 5  # number of RCMs in pyramid context extraction
+    cfg.MODEL.CGRSEG.DW_SIZE = 11  # band kernel of the spatial-reconstruction RCMs
+    cfg.MODEL.CGRSEG.NECK_SIZE = 11  # band kernel of the pyramid-context RCMs
+    cfg.MODEL.CGRSEG.SQUARE_KERNEL_SIZE = 3
+    cfg.MODEL.CGRSEG.RATIO = 1
+    cfg.MODEL.CGRSEG.MLP_RATIO = 2
+    cfg.MODEL.CGRSEG.IS_DW = True
+    cfg.MODEL.CGRSEG.DROPOUT = 0.1
+    # False removes the Dynamic Prototype Guided head (done when SSA is the classifier).
+    cfg.MODEL.CGRSEG.USE_DPG = True
+    # "BN" or "SyncBN" for the head's ConvModules (SyncBN only takes effect under DDP).
+    cfg.MODEL.CGRSEG.NORM = "SyncBN"
+
+
+def _add_ssa_config(cfg: CN) -> None:
+    # Semantic-and-spatial adaptive classifier wrapped around a base head.
+    cfg.MODEL.SSA = CN()
+    cfg.MODEL.SSA.ENABLED = False
+    cfg.MODEL.SSA.TEMPERATURE = 15.0
+    cfg.MODEL.SSA.KD_SMOOTHNESS = 0.5
+    cfg.MODEL.SSA.EDGE_SIZE = 3
+    cfg.MODEL.SSA.BORDER = 6
+    cfg.MODEL.SSA.LOSS_WEIGHTS = CN()
+    cfg.MODEL.SSA.LOSS_WEIGHTS.CE = 1.0
+    cfg.MODEL.SSA.LOSS_WEIGHTS.COARSE_CE = 1.0
+    cfg.MODEL.SSA.LOSS_WEIGHTS.TEACHER_CE = 1.0
+    cfg.MODEL.SSA.LOSS_WEIGHTS.RESPONSE_KD = 1.0
+    cfg.MODEL.SSA.LOSS_WEIGHTS.DICE = 1.0
+    cfg.MODEL.SSA.LOSS_WEIGHTS.TEACHER_DICE = 1.0
+    cfg.MODEL.SSA.LOSS_WEIGHTS.SEMANTIC_KD = 10.0
+    cfg.MODEL.SSA.LOSS_WEIGHTS.SPATIAL_KD = 0.4
+
+
+def _add_distill_config(cfg: CN) -> None:
+    cfg.DISTILL = CN()
+    cfg.DISTILL.TEACHER = CN()
+    # The teacher's own config file and weights (loaded strictly).
+    cfg.DISTILL.TEACHER.CONFIG_FILE = ""
+    cfg.DISTILL.TEACHER.WEIGHTS = ""
+    # Trailing KEY VALUE overrides applied to the teacher config.
+    cfg.DISTILL.TEACHER.OPTS = []
+    # The student is built from this config with META_ARCHITECTURE replaced by this name.
+    cfg.DISTILL.STUDENT_META_ARCHITECTURE = "GeneralizedRCNN"
+    # Evaluate the teacher too when running evaluation (sanity check of its weights).
+    cfg.DISTILL.EVAL_TEACHER = False
+    # Losses: names in DISTILL_LOSS_REGISTRY, with per-loss weights and warm-up iterations.
+    cfg.DISTILL.LOSSES = ()
+    cfg.DISTILL.LOSS_WEIGHTS = ()
+    cfg.DISTILL.WARMUP_ITERS = 0
+
+    # DRKD (pixel-wise + instance-wise relation distillation for detectors).
+    cfg.DISTILL.DRKD = CN()
+    cfg.DISTILL.DRKD.LEVELS = ("p2", "p3", "p4", "p5", "p6")
+    cfg.DISTILL.DRKD.GLORE_MID = (64, 64, 256, 256, 256)
+    cfg.DISTILL.DRKD.INST_LEVELS = ("p2", "p3")
+    cfg.DISTILL.DRKD.ROI_SIZE = 3
+    cfg.DISTILL.DRKD.RELATION_FILTER = "learned"  # "random_fc" | "learned" | "none"
+    cfg.DISTILL.DRKD.W_PIXEL = 1e-3
+    cfg.DISTILL.DRKD.W_INST = 4e-3
+    cfg.DISTILL.DRKD.W_FORE = 2.4e-3
+    cfg.DISTILL.DRKD.REF_IMAGES_PER_DEVICE = 2
+    cfg.DISTILL.DRKD.GLORE_ZERO_INIT_BN = False
+    cfg.DISTILL.DRKD.GLORE_NORMALIZE = False
+    cfg.DISTILL.DRKD.FREEZE_TEACHER_SIDE = False
+
+    # DSD (pixel-wise + category-wise similarity distillation for segmentors).
+    cfg.DISTILL.DSD = CN()
+    cfg.DISTILL.DSD.STUDENT_LAYERS = ()
+    cfg.DISTILL.DSD.TEACHER_LAYERS = ()
+    cfg.DISTILL.DSD.PAIRS = "adjacent"  # "adjacent" | "all"
+    cfg.DISTILL.DSD.W_PSD = 1000.0
+    cfg.DISTILL.DSD.CSD_FORM = "paper"  # "paper" | "cirkd"
+    cfg.DISTILL.DSD.TAU = 4.0
+    cfg.DISTILL.DSD.CSD_POOL = 2
+    cfg.DISTILL.DSD.W_CSD = 100.0

@@ -1,0 +1,1 @@
+"""Dataset registration (COCO, ADE20K, embedded samples) and dataset mappers."""

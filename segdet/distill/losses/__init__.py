@@ -1,0 +1,4 @@
+"""Distillation losses: pure functions of tensors plus thin modules that own parameters."""
+from .registry import DISTILL_LOSS_REGISTRY
+
+__all__ = ["DISTILL_LOSS_REGISTRY"]

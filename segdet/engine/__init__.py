@@ -1,0 +1,1 @@
+"""Trainer, optimizer parameter groups, LR schedules and training hooks."""

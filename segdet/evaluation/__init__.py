@@ -1,0 +1,1 @@
+"""Evaluators (semantic-segmentation mIoU) and evaluation helpers."""
