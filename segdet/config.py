@@ -66,6 +66,8 @@ def _add_solver_config(cfg: CN) -> None:
     # lr = base * (1 - t / MAX_ITER) ** POWER, floored at base * POLY_LR_END_FACTOR.
     cfg.SOLVER.POLY_LR_POWER = 0.9
     cfg.SOLVER.POLY_LR_END_FACTOR = 0.0
+    # Passed to DistributedDataParallel (needed only by models that skip parameters in a step).
+    cfg.SOLVER.DDP_FIND_UNUSED_PARAMETERS = False
 
 
 def _add_test_config(cfg: CN) -> None:

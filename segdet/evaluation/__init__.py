@@ -1,1 +1,2 @@
 """Evaluators (semantic-segmentation mIoU) and evaluation helpers."""
+from .visualization import PredictionOverlayWriter  # noqa: F401

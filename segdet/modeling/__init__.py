@@ -1,2 +1,2 @@
 """Backbones, semantic heads and meta-architectures (registered on import)."""
-from . import backbone, sem_seg  # noqa: F401
+from . import backbone, meta_arch, sem_seg  # noqa: F401

@@ -1,4 +1,5 @@
 """Distillation losses: pure functions of tensors plus thin modules that own parameters."""
+from .base import DistillLoss
 from .registry import DISTILL_LOSS_REGISTRY
 
-__all__ = ["DISTILL_LOSS_REGISTRY"]
+__all__ = ["DISTILL_LOSS_REGISTRY", "DistillLoss"]

@@ -1,9 +1,8 @@
 """Registry of distillation losses.
 
-An entry is a ``nn.Module`` class built as ``cls(cfg, student_shapes, teacher_shapes)`` through
-``from_config`` (``@configurable``). Its ``forward(student_feats, teacher_feats, batched_inputs,
-**extras)`` returns a dict of *unweighted* named scalar terms; the distillation model multiplies
-them by the configured weight and schedule and reports them as ``loss_distill_<name>``.
+An entry is a :class:`~segdet.distill.losses.base.DistillLoss` subclass, built as
+``cls(cfg, student, teacher)`` through ``@configurable`` / ``from_config``. Losses are named in
+``cfg.DISTILL.LOSSES``.
 """
 from detectron2.utils.registry import Registry
 

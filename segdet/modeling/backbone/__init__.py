@@ -1,1 +1,2 @@
 """Backbones registered in detectron2's BACKBONE_REGISTRY."""
+from . import mobilenet_v2  # noqa: F401

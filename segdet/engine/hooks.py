@@ -1,0 +1,75 @@
+"""Training hooks: loss/LR/metric curves as a PNG."""
+import logging
+import os
+from typing import Dict, List, Tuple
+
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+
+__all__ = ["TrainingCurvesHook", "plot_training_curves"]
+
+logger = logging.getLogger(__name__)
+
+
+def plot_training_curves(series: Dict[str, List[Tuple[int, float]]], path: str) -> None:
+    """Plot ``{name: [(iteration, value), ...]}`` into one PNG: losses (log scale), the learning
+    rate, and evaluation metrics, one panel each (panels without data are omitted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = {
+        "losses": {k: v for k, v in series.items() if "loss" in k},
+        "learning rate": {k: v for k, v in series.items() if k == "lr"},
+        "evaluation": {k: v for k, v in series.items()
+                       if "/" in k and k.split("/")[-1] in ("AP", "AP50", "mIoU", "mAcc", "aAcc")},
+    }
+    panels = {title: data for title, data in panels.items() if data}
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (title, data) in zip(axes[0], panels.items()):
+        for name, points in sorted(data.items()):
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, label=name, marker="o" if len(points) < 20 else None)
+        if title == "losses" and all(y > 0 for pts in data.values() for _, y in pts):
+            ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+class TrainingCurvesHook(HookBase):
+    """Every ``period`` iterations and at the end, writes ``training_curves.png`` from the
+    trainer's :class:`EventStorage` history (main process only)."""
+
+    def __init__(self, output_dir: str, period: int = 100):
+        self._path = os.path.join(output_dir, "training_curves.png")
+        self._period = period
+
+    def _write(self) -> None:
+        if not comm.is_main_process():
+            return
+        storage = self.trainer.storage
+        series = {}
+        for name, history in storage.histories().items():
+            if "loss" in name or name == "lr" or "/" in name:
+                series[name] = [(int(it), float(v)) for v, it in history.values()]
+        try:
+            plot_training_curves(series, self._path)
+        except Exception as e:  # plotting must never stop training
+            logger.warning(f"Could not write {self._path}: {e}")
+
+    def after_step(self) -> None:
+        if (self.trainer.iter + 1) % self._period == 0:
+            self._write()
+
+    def after_train(self) -> None:
+        self._write()

@@ -1,0 +1,139 @@
+"""segdet's trainer: detectron2's DefaultTrainer with the builders chosen by the config."""
+import logging
+import os
+import weakref
+from collections import OrderedDict
+
+import torch
+
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.modeling import build_model
+from detectron2.utils import comm
+
+from .checkpoint import AtomicCheckpointer
+from .ddp import create_ddp_model
+from .hooks import TrainingCurvesHook
+from .lr_scheduler import build_lr_scheduler
+from .optimizer import build_optimizer
+
+__all__ = ["Trainer", "build_mapper", "count_parameters"]
+
+logger = logging.getLogger(__name__)
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def build_mapper(cfg, is_train: bool):
+    """The dataset mapper named by ``cfg.INPUT.DATASET_MAPPER_NAME``."""
+    name = cfg.INPUT.DATASET_MAPPER_NAME
+    if name == "default":
+        from segdet.data.mappers.detection_mapper import DetectionDatasetMapper
+
+        return DetectionDatasetMapper(cfg, is_train)
+    if name == "sem_seg":
+        from segdet.data.mappers.sem_seg_mapper import SemSegDatasetMapper
+
+        return SemSegDatasetMapper(cfg, is_train)
+    raise ValueError(f"INPUT.DATASET_MAPPER_NAME must be 'default' or 'sem_seg', got {name!r}")
+
+
+class Trainer(DefaultTrainer):
+    """:class:`DefaultTrainer` with segdet's mapper, evaluator, optimizer and LR choices, atomic
+    checkpoints, training-curve plots, CPU-capable DDP, and teacher evaluation for distillation
+    models."""
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__, with segdet's DDP wrapper and atomic checkpointer.
+        TrainerBase.__init__(self)
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, find_unused_parameters=cfg.SOLVER.DDP_FIND_UNUSED_PARAMETERS)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
+            model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_model(cls, cfg):
+        model = build_model(cfg)
+        logger.info(
+            f"Model {cfg.MODEL.META_ARCHITECTURE}: {count_parameters(model) / 1e6:.3f} M parameters "
+            f"({count_parameters(model, trainable_only=True) / 1e6:.3f} M trainable)"
+        )
+        return model
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=build_mapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_mapper(cfg, is_train=False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """COCO AP or semantic-segmentation mIoU, by the dataset's ``evaluator_type``, plus a
+        prediction-overlay writer (``TEST.VIS_NUM_IMAGES``)."""
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
+        if evaluator_type == "coco":
+            evaluators = [COCOEvaluator(dataset_name, output_dir=output_folder)]
+        elif evaluator_type == "sem_seg":
+            from segdet.evaluation.sem_seg_evaluation import SegdetSemSegEvaluator
+
+            evaluators = [SegdetSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)]
+        else:
+            raise ValueError(
+                f"dataset {dataset_name!r} has evaluator_type {evaluator_type!r}; segdet evaluates "
+                "'coco' (detection AP) and 'sem_seg' (mIoU)"
+            )
+        if cfg.TEST.VIS_NUM_IMAGES > 0:
+            from segdet.evaluation.visualization import PredictionOverlayWriter
+
+            evaluators.append(PredictionOverlayWriter(
+                dataset_name, os.path.join(output_folder, "visualizations"), cfg.TEST.VIS_NUM_IMAGES))
+        return DatasetEvaluators(evaluators)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """Evaluate ``model`` (for a distillation model: its student); with
+        ``DISTILL.EVAL_TEACHER`` also the teacher, reported under ``teacher/<dataset>``."""
+        results = super().test(cfg, model, evaluators)
+        inner = model.module if hasattr(model, "module") else model
+        teacher = getattr(inner, "teacher", None)
+        if teacher is not None and cfg.DISTILL.EVAL_TEACHER:
+            cfg_t = inner.teacher_cfg
+            teacher_results = OrderedDict()
+            for name in cfg.DATASETS.TEST:
+                folder = os.path.join(cfg.OUTPUT_DIR, "inference_teacher", name)
+                result = super().test(cfg_t, teacher, [cls.build_evaluator(cfg_t, name, folder)])
+                teacher_results[f"teacher/{name}"] = result
+            if not isinstance(results, OrderedDict) or len(cfg.DATASETS.TEST) == 1:
+                results = OrderedDict([(cfg.DATASETS.TEST[0], results)])
+            results.update(teacher_results)
+        return results
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        if comm.is_main_process():
+            hooks.insert(-1, TrainingCurvesHook(self.cfg.OUTPUT_DIR, period=max(20, self.cfg.SOLVER.CHECKPOINT_PERIOD)))
+        return hooks

@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Train or evaluate any segdet / Detectron2 model from a config file.
+
+Examples:
+  # train on the embedded sample data (prepare it once with tools/prepare_sample_data.py)
+  python tools/train_net.py --config-file configs/Samples/faster_rcnn_mnv2_fpn_trees.yaml
+
+  # resume an interrupted run from OUTPUT_DIR/last_checkpoint
+  python tools/train_net.py --config-file CONFIG --resume
+
+  # evaluate weights (COCO AP or mIoU, chosen by the test dataset's evaluator_type)
+  python tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS path/to/model_final.pth
+
+  # 2 processes on CPU (gloo) or 8 GPUs
+  python tools/train_net.py --config-file CONFIG --num-gpus 2 MODEL.DEVICE cpu
+"""
+import json
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+
+import segdet  # noqa: E402,F401  (registers everything)
+from segdet.engine import AtomicCheckpointer, Trainer  # noqa: E402
+from segdet.utils.config_io import load_config  # noqa: E402
+from segdet.utils.errors import run_with_clear_errors  # noqa: E402
+
+logger = logging.getLogger("segdet.train_net")
+
+
+def build_parser():
+    parser = default_argument_parser(epilog=__doc__)
+    parser.description = "Train or evaluate a segdet / Detectron2 model."
+    parser.add_argument("--eval-teacher", action="store_true",
+                        help="for a distillation config: also evaluate the teacher (sanity check)")
+    return parser
+
+
+def setup(args):
+    opts = list(args.opts)
+    if args.eval_teacher:
+        opts += ["DISTILL.EVAL_TEACHER", "True"]
+    cfg = load_config(args.config_file, opts)
+    default_setup(cfg, args)
+    return cfg
+
+
+def write_results(cfg, results, name="eval_results.json"):
+    if comm.is_main_process() and results:
+        path = os.path.join(cfg.OUTPUT_DIR, name)
+        with open(path + ".tmp", "w") as f:
+            json.dump(results, f, indent=2, default=float)
+        os.replace(path + ".tmp", path)
+        logger.info(f"Evaluation results written to {path}")
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = Trainer.test(cfg, model)
+        write_results(cfg, results)
+        return results
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    results = trainer.train()
+    write_results(cfg, results)
+    return results
+
+
+def invoke_main() -> None:
+    args = build_parser().parse_args()
+    run_with_clear_errors(
+        launch, main, args.num_gpus, num_machines=args.num_machines,
+        machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()
