@@ -163,6 +163,12 @@ def _add_distill_config(cfg: CN) -> None:
     cfg.DISTILL.LOSS_WEIGHTS = ()
     cfg.DISTILL.WARMUP_ITERS = 0
 
+    # FeatureMSE (feature imitation): pairs of student/teacher module names (forward-hook taps);
+    # a 1x1 conv adapter is learned where channel counts differ.
+    cfg.DISTILL.FEATURE_MSE = CN()
+    cfg.DISTILL.FEATURE_MSE.STUDENT_TAPS = ()
+    cfg.DISTILL.FEATURE_MSE.TEACHER_TAPS = ()
+
     # DRKD (pixel-wise + instance-wise relation distillation for detectors).
     cfg.DISTILL.DRKD = CN()
     cfg.DISTILL.DRKD.LEVELS = ("p2", "p3", "p4", "p5", "p6")

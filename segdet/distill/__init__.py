@@ -1,5 +1,8 @@
 """Knowledge distillation: the DistillationModel meta-architecture, feature taps and losses."""
 from . import losses  # noqa: F401
-from .losses import DISTILL_LOSS_REGISTRY
+from .losses import DISTILL_LOSS_REGISTRY, DistillLoss
+from .model import DistillationModel
+from .taps import FeatureRecorder, build_adapter, resolve_module
 
-__all__ = ["DISTILL_LOSS_REGISTRY"]
+__all__ = ["DISTILL_LOSS_REGISTRY", "DistillLoss", "DistillationModel", "FeatureRecorder",
+           "build_adapter", "resolve_module"]

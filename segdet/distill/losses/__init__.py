@@ -1,5 +1,6 @@
 """Distillation losses: pure functions of tensors plus thin modules that own parameters."""
 from .base import DistillLoss
+from . import feature_mse  # noqa: F401
 from .registry import DISTILL_LOSS_REGISTRY
 
 __all__ = ["DISTILL_LOSS_REGISTRY", "DistillLoss"]
