@@ -69,7 +69,9 @@ def main(args):
         return results
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    results = trainer.train()
+    trainer.train()
+    # DefaultTrainer keeps the final evaluation (run after the last iteration) here.
+    results = getattr(trainer, "_last_eval_results", None)
     write_results(cfg, results)
     return results
 
