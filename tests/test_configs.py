@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from segdet.engine import build_optimizer
+from segdet.utils.testing import synthetic_batch
 from segdet.utils.config_io import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,25 +20,6 @@ CONFIGS = sorted(
     if not os.path.basename(p).startswith("Base-")
 )
 NO_DOWNLOADS = ["MODEL.WEIGHTS", "", "MODEL.MOBILENET_V2.WEIGHTS", "", "MODEL.DEVICE", "cpu"]
-
-
-def _batch(cfg, height=128, width=160, n=2):
-    arch = cfg.DISTILL.STUDENT_META_ARCHITECTURE if cfg.MODEL.META_ARCHITECTURE == "DistillationModel" \
-        else cfg.MODEL.META_ARCHITECTURE
-    batch = []
-    for _ in range(n):
-        item = {"image": torch.rand(3, height, width) * 255, "height": height, "width": width}
-        if "Semantic" in arch:
-            label = torch.randint(0, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, (height, width))
-            label[:8] = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
-            item["sem_seg"] = label
-        else:
-            inst = Instances((height, width))
-            inst.gt_boxes = Boxes(torch.tensor([[10.0, 12.0, 70.0, 90.0], [60.0, 30.0, 150.0, 120.0]]))
-            inst.gt_classes = torch.zeros(2, dtype=torch.long)
-            item["instances"] = inst
-        batch.append(item)
-    return batch
 
 
 def _random_teacher_weights(cfg, tmp_path):
@@ -63,7 +44,7 @@ def test_config_builds_and_trains_one_step(config, tmp_path, monkeypatch):
     model = build_model(cfg).train()
     optimizer = build_optimizer(cfg, model)
     with EventStorage(0):
-        losses = model(_batch(cfg))
+        losses = model(synthetic_batch(cfg))
     assert losses and all(k.startswith("loss_") for k in losses), sorted(losses)
     total = sum(losses.values())
     assert torch.isfinite(total), {k: float(v) for k, v in losses.items()}

@@ -17,6 +17,7 @@ __all__ = [
     "make_synthetic_sem_seg_dataset",
     "register_synthetic_datasets",
     "train_net_main_with_synthetic_data",
+    "synthetic_batch",
 ]
 
 SEM_SEG_CLASSES = ("background", "rectangle", "disk")
@@ -112,3 +113,31 @@ def train_net_main_with_synthetic_data(args, root: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main(args)
+
+
+def synthetic_batch(cfg, height: int = 128, width: int = 160, n: int = 2, seed: int = 0) -> List[Dict]:
+    """A training batch for the model ``cfg`` builds: random images with two GT boxes each
+    (detectors) or a random label map with an ignored top band (semantic segmentors)."""
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    g = torch.Generator().manual_seed(seed)
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if arch == "DistillationModel":
+        arch = cfg.DISTILL.STUDENT_META_ARCHITECTURE
+    batch = []
+    for _ in range(n):
+        item = {"image": torch.rand(3, height, width, generator=g) * 255, "height": height, "width": width}
+        if "Semantic" in arch:
+            label = torch.randint(0, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, (height, width), generator=g)
+            label[: max(1, height // 16)] = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+            item["sem_seg"] = label
+        else:
+            inst = Instances((height, width))
+            boxes = torch.tensor([[0.08, 0.1, 0.45, 0.7], [0.4, 0.25, 0.95, 0.95]]) * torch.tensor(
+                [width, height, width, height])
+            inst.gt_boxes = Boxes(boxes)
+            inst.gt_classes = torch.zeros(2, dtype=torch.long)
+            item["instances"] = inst
+        batch.append(item)
+    return batch

@@ -1,0 +1,255 @@
+#!/usr/bin/env python
+"""Benchmark a segdet / Detectron2 model: parameters, FLOPs, latency, peak memory -> JSON.
+
+Inference (default): batch 1, fixed thread count, warm-up runs, then the median of --iters timed
+runs of the whole model (preprocessing, backbone, head, postprocessing).
+
+  python tools/benchmark.py --config-file configs/ADE20K-SemanticSegmentation/cgrseg/CGRSeg-T.yaml \\
+      --input-size 512 512 --threads 2 --output output/bench/cgrseg_t.json
+
+With --optimize the model's inference-optimised path is timed too (every sub-module that
+defines ``fuse_for_inference()`` is fused, e.g. BatchNorm folded into convolutions) and the
+maximum absolute logit difference to the plain model is reported. --channels-last also converts
+the model and input to channels-last memory format.
+
+--train-step times one training step instead (forward + backward + optimizer step on a
+synthetic batch); for a DistillationModel the step is broken down into teacher forward, student
+forward, distillation losses (forward) and the rest, and the cost of the distillation losses
+(forward + backward) is measured by removing them.
+
+FLOPs: one multiply-add = one flop; conventions in segdet/utils/flops.py ("mmcv" is what
+mmseg-based papers quote, "fvcore" also counts attention matmuls).
+"""
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=UserWarning)
+
+import torch  # noqa: E402
+
+
+def peak_rss_mb_reset() -> None:
+    """Reset the kernel's peak-RSS counter of this process (Linux)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def rss_mb(field: str = "VmHWM") -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def timed(fn, device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, out
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--input-size", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=7, help="timed runs; the median is reported")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--optimize", action="store_true", help="also time the fused inference path")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--no-flops", action="store_true")
+    parser.add_argument("--train-step", action="store_true", help="time training steps instead")
+    parser.add_argument("--output", default=None, help="JSON file (default: print only)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    return parser.parse_args(argv)
+
+
+def build(args):
+    import segdet  # noqa: F401
+    from detectron2.modeling import build_model
+    from segdet.utils.config_io import load_config
+
+    opts = ["MODEL.DEVICE", args.device, "MODEL.WEIGHTS", "", "MODEL.MOBILENET_V2.WEIGHTS", ""] + list(args.opts)
+    cfg = load_config(args.config_file, opts, freeze=False)
+    if cfg.MODEL.META_ARCHITECTURE == "DistillationModel" and not cfg.DISTILL.TEACHER.WEIGHTS:
+        cfg.DISTILL.TEACHER.WEIGHTS = random_teacher_weights(cfg)
+    cfg.freeze()
+    return cfg, build_model(cfg)
+
+
+def random_teacher_weights(cfg) -> str:
+    """Timing needs no trained teacher: random weights of the right shapes."""
+    import tempfile
+
+    from detectron2.modeling import build_model
+    from segdet.utils.config_io import load_config
+
+    teacher_cfg = load_config(cfg.DISTILL.TEACHER.CONFIG_FILE, list(cfg.DISTILL.TEACHER.OPTS) + ["MODEL.DEVICE", cfg.MODEL.DEVICE])
+    path = os.path.join(tempfile.mkdtemp(), "teacher.pth")
+    torch.save({"model": build_model(teacher_cfg).state_dict()}, path)
+    return path
+
+
+def bench_inference(args, cfg, model):
+    from segdet.utils.flops import count_flops
+
+    h, w = args.input_size
+    image = (torch.rand(3, h, w, generator=torch.Generator().manual_seed(0)) * 255).to(args.device)
+    inputs = [{"image": image, "height": h, "width": w} for _ in range(args.batch_size)]
+    model.eval()
+    result = {"parameters": sum(p.numel() for p in model.parameters())}
+    if not args.no_flops:
+        result["gflops"] = {c: count_flops(copy.deepcopy(model).cpu(), image.cpu(), c) for c in ("mmcv", "fvcore")}
+
+    def run(m, x):
+        with torch.inference_mode():
+            return m(x)
+
+    variants = {"plain": (model, inputs)}
+    if args.optimize or args.channels_last:
+        fast = optimized_copy(model, args.channels_last)
+        variants["optimized"] = (fast, inputs)
+    outputs = {}
+    for name, (m, x) in variants.items():
+        for _ in range(args.warmup):
+            run(m, x)
+        peak_rss_mb_reset()
+        before = rss_mb("VmRSS")
+        times = []
+        for _ in range(args.iters):
+            t, out = timed(lambda: run(m, x), args.device)
+            times.append(t)
+        outputs[name] = out
+        entry = {"latency_s": {"median": statistics.median(times), "mean": statistics.mean(times),
+                               "min": min(times), "runs": len(times)}}
+        if args.device.startswith("cuda"):
+            entry["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            entry["peak_rss_mb"] = rss_mb("VmHWM")
+            entry["peak_rss_above_start_mb"] = rss_mb("VmHWM") - before
+        result[name] = entry
+    if "optimized" in outputs:
+        result["optimized"]["max_abs_diff_vs_plain"] = max_abs_diff(outputs["plain"], outputs["optimized"])
+        result["speedup"] = result["plain"]["latency_s"]["median"] / result["optimized"]["latency_s"]["median"]
+    return result
+
+
+def optimized_copy(model, channels_last: bool):
+    fast = copy.deepcopy(model).eval()
+    for module in list(fast.modules()):
+        if hasattr(module, "fuse_for_inference"):
+            module.fuse_for_inference()
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    return fast
+
+
+def max_abs_diff(a, b) -> float:
+    diffs = []
+    for x, y in zip(a, b):
+        for key in x:
+            if key == "sem_seg":
+                diffs.append((x[key] - y[key]).abs().max().item())
+            elif key == "instances":
+                if len(x[key]) == len(y[key]) and len(x[key]):
+                    diffs.append((x[key].pred_boxes.tensor - y[key].pred_boxes.tensor).abs().max().item())
+    return max(diffs) if diffs else float("nan")
+
+
+def bench_train_step(args, cfg, model):
+    from detectron2.utils.events import EventStorage
+    from segdet.engine import build_optimizer
+    from segdet.utils.testing import synthetic_batch
+
+    h, w = args.input_size
+    batch = synthetic_batch(cfg, h, w, n=cfg.SOLVER.IMS_PER_BATCH if args.batch_size == 1 else args.batch_size)
+    model.train()
+    optimizer = build_optimizer(cfg, model)
+
+    def step():
+        losses = model(batch)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+
+    def measure():
+        times = []
+        with EventStorage(0):
+            for _ in range(args.warmup):
+                step()
+            if hasattr(model, "_timings"):
+                for v in model._timings.values():
+                    v.clear()
+            for _ in range(args.iters):
+                t, _ = timed(step, args.device)
+                times.append(t)
+        return times
+
+    times = measure()
+    result = {"step_s": {"median": statistics.median(times), "mean": statistics.mean(times)},
+              "images_per_step": len(batch)}
+    if hasattr(model, "distill_losses"):
+        t = {k: statistics.median(v) for k, v in model._timings.items()}
+        step_s = result["step_s"]["median"]
+        result["breakdown_s"] = {"teacher_forward": t["teacher"], "student_forward": t["student"],
+                                 "distill_losses_forward": t["losses"],
+                                 "backward_and_optimizer": step_s - sum(t.values())}
+        losses = model.distill_losses
+        model.distill_losses = torch.nn.ModuleDict()  # same step without the distillation losses
+        without = statistics.median(measure())
+        model.distill_losses = losses
+        result["step_without_distill_losses_s"] = without
+        result["distill_losses_fwd_bwd_s"] = step_s - without
+        result["distill_losses_fraction_of_step"] = (step_s - without) / step_s
+        result["teacher_forward_fraction_of_step"] = t["teacher"] / step_s
+    return result
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg, model = build(args)
+    report = {
+        "config": args.config_file, "opts": args.opts, "input_size": list(args.input_size),
+        "device": args.device, "threads": args.threads, "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(), "batch_size": args.batch_size,
+    }
+    if args.train_step:
+        report["train_step"] = bench_train_step(args, cfg, model)
+    else:
+        report.update(bench_inference(args, cfg, model))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as f:
+            f.write(text + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    from segdet.utils.errors import run_with_clear_errors
+
+    run_with_clear_errors(main)
