@@ -171,17 +171,30 @@ def _add_distill_config(cfg: CN) -> None:
 
     # DRKD (pixel-wise + instance-wise relation distillation for detectors).
     cfg.DISTILL.DRKD = CN()
+    # Module names (student / teacher) whose output is the FPN dict {level: (B, C, H, W)};
+    # channels and strides are read from their output_shape().
+    cfg.DISTILL.DRKD.STUDENT_TAP = "backbone"
+    cfg.DISTILL.DRKD.TEACHER_TAP = "backbone"
+    # Pixel-wise term: FPN levels and the GloRe node count per level (same length).
+    # RetinaNet: ("p3", ..., "p7").
     cfg.DISTILL.DRKD.LEVELS = ("p2", "p3", "p4", "p5", "p6")
     cfg.DISTILL.DRKD.GLORE_MID = (64, 64, 256, 256, 256)
+    # Instance terms: levels GT boxes are RoIAligned on (RetinaNet: ("p3", "p4")), k of k x k.
     cfg.DISTILL.DRKD.INST_LEVELS = ("p2", "p3")
     cfg.DISTILL.DRKD.ROI_SIZE = 3
     cfg.DISTILL.DRKD.RELATION_FILTER = "learned"  # "random_fc" | "learned" | "none"
+    # Seed of the "random_fc" filter, drawn per (seed, iteration, level, image).
+    cfg.DISTILL.DRKD.SEED = 0
+    # Term weights; 0 disables a term (RetinaNet: W_PIXEL 4e-3, W_INST 5e-3, W_FORE 0).
     cfg.DISTILL.DRKD.W_PIXEL = 1e-3
     cfg.DISTILL.DRKD.W_INST = 4e-3
     cfg.DISTILL.DRKD.W_FORE = 2.4e-3
+    # Images per device at which the batch-size-invariant terms equal the official ones.
     cfg.DISTILL.DRKD.REF_IMAGES_PER_DEVICE = 2
+    # GloRe output BN gamma = 0 (identity at init); divide GloRe node features by H*W.
     cfg.DISTILL.DRKD.GLORE_ZERO_INIT_BN = False
     cfg.DISTILL.DRKD.GLORE_NORMALIZE = False
+    # Teacher-side GloRe / relation modules not trained (ablation; official: trained).
     cfg.DISTILL.DRKD.FREEZE_TEACHER_SIDE = False
 
     # DSD (pixel-wise + category-wise similarity distillation for segmentors).

@@ -1,0 +1,316 @@
+"""DRKD: Dual Relation Knowledge Distillation for detectors (spec drkd_dsd.md Part A).
+
+Three terms on the FPN outputs of student and teacher:
+  * pixel-wise relation: a GloRe unit per level on each side, a 1×1 adapter on the student side,
+    un-squared L2 distance;
+  * instance-wise relation: GT boxes RoIAligned (each image's boxes from its own image) on the
+    instance levels, an instance relation module per level on each side, a 1×1 adapter on the
+    student side, L2 distance per image;
+  * instance feature imitation ("fore", two-stage only): L2 distance between the adapted student
+    and the teacher RoI features.
+
+Normalisation is batch-size invariant (spec §A.7-8) and equals the official value at
+``ref_images_per_device`` images per device. Every module here is trainable (the teacher-side
+GloRe and relation modules too, as in the official code) unless ``freeze_teacher_side``.
+"""
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.utils.events import get_event_storage
+
+from ..taps import resolve_module
+from .base import DistillLoss
+from .drkd_functional import (
+    batch_normalized_l2,
+    filter_seed,
+    per_image_l2,
+    roi_align_per_image,
+)
+from .glore import GloReUnit
+from .registry import DISTILL_LOSS_REGISTRY
+from .relation import RELATION_FILTERS, InstanceRelation
+
+__all__ = ["DRKD", "DRKDLoss"]
+
+
+def _current_iteration() -> int:
+    """The trainer's iteration from the active EventStorage, or 0 outside training."""
+    try:
+        return int(get_event_storage().iter)
+    except AssertionError:
+        return 0
+
+
+def _backbone_shapes(model: nn.Module, tap: str, side: str) -> Dict:
+    module = resolve_module(model, tap, side)
+    if not hasattr(module, "output_shape"):
+        raise ValueError(f"DISTILL.DRKD: the {side} tap {tap!r} has no output_shape(); DRKD needs "
+                         "a detectron2 Backbone (e.g. the FPN 'backbone') that outputs named levels")
+    return dict(module.output_shape())
+
+
+@DISTILL_LOSS_REGISTRY.register()
+class DRKD(DistillLoss):
+    """Registered as ``"DRKD"`` (``cfg.DISTILL.LOSSES``).
+
+    ``forward(student_feats, teacher_feats, batched_inputs)`` reads the FPN dicts
+    ``student_feats[student_tap]`` / ``teacher_feats[teacher_tap]`` ({level: (B, C, H, W)}, equal
+    sizes on both sides) and the GT boxes ``batched_inputs[b]["instances"].gt_boxes.tensor``
+    (M_b, 4) and returns, each already multiplied by its weight (a term whose weight is 0 is
+    neither built nor returned), with r = ref_images_per_device / B:
+
+      * ``"drkd_pixel"`` = w_pixel · Σ_l sqrt(r · Σ_b ‖A_l(G^s_l(S_l))_b − G^t_l(T_l)_b‖²)
+      * ``"drkd_inst"``  = w_inst · r · Σ_{l ∈ inst_levels} Σ_{b: M_b>0} ‖A'_l(z^s_{l,b}) − z^t_{l,b}‖
+      * ``"drkd_fore"``  = w_fore · r · Σ_{l ∈ inst_levels} Σ_{b: M_b>0} ‖A''_l(X^s_{l,b}) − X^t_{l,b}‖
+
+    where X_{l,b} = RoIAlign(F_l[b], boxes_b) (M_b, C, k, k) and z = InstanceRelation(X). Images
+    without boxes contribute 0; a batch without any box returns 0·Σ(parameters) so that every
+    parameter still takes part in the graph (DDP).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        levels: Sequence[str],
+        glore_mid: Sequence[int],
+        strides: Mapping[str, int],
+        student_channels: Mapping[str, int],
+        teacher_channels: Mapping[str, int],
+        inst_levels: Sequence[str] = ("p2", "p3"),
+        roi_size: int = 3,
+        relation_filter: str = "learned",
+        w_pixel: float = 1e-3,
+        w_inst: float = 4e-3,
+        w_fore: float = 2.4e-3,
+        ref_images_per_device: float = 2,
+        glore_zero_init_bn: bool = False,
+        glore_normalize: bool = False,
+        freeze_teacher_side: bool = False,
+        seed: int = 0,
+        student_tap: str = "backbone",
+        teacher_tap: str = "backbone",
+    ):
+        """
+        Args:
+            levels: FPN levels of the pixel-wise term, e.g. ("p2", ..., "p6").
+            glore_mid: GloRe nodes per entry of ``levels`` (64, 64, 256, 256, 256).
+            strides / student_channels / teacher_channels: {level: value} for every level used.
+            inst_levels: levels of the instance terms (the two finest).
+            roi_size: k of the k×k RoIAlign.
+            relation_filter: "random_fc", "learned" or "none" (see :class:`InstanceRelation`).
+            w_pixel / w_inst / w_fore: term weights (0 disables a term).
+            ref_images_per_device: images per device at which the normalised terms equal the
+                official (un-normalised) ones.
+            glore_zero_init_bn / glore_normalize: see :class:`GloReUnit`.
+            freeze_teacher_side: teacher-side GloRe and relation modules get requires_grad=False
+                (their BN still uses batch statistics).
+            seed: seed of the "random_fc" filter, drawn per (seed, iteration, level, image).
+            student_tap / teacher_tap: module names whose output is the FPN dict.
+        """
+        super().__init__()
+        levels, inst_levels = list(levels), list(inst_levels)
+        if len(glore_mid) != len(levels):
+            raise ValueError(f"DISTILL.DRKD.GLORE_MID has {len(glore_mid)} values for "
+                             f"{len(levels)} DISTILL.DRKD.LEVELS {levels}")
+        if relation_filter not in RELATION_FILTERS:
+            raise ValueError(f"DISTILL.DRKD.RELATION_FILTER must be one of {RELATION_FILTERS}, "
+                             f"got {relation_filter!r}")
+        for name, value in (("W_PIXEL", w_pixel), ("W_INST", w_inst), ("W_FORE", w_fore)):
+            if value < 0:
+                raise ValueError(f"DISTILL.DRKD.{name} must be >= 0, got {value}")
+        if ref_images_per_device <= 0:
+            raise ValueError(f"DISTILL.DRKD.REF_IMAGES_PER_DEVICE must be > 0, got {ref_images_per_device}")
+        if roi_size < 1:
+            raise ValueError(f"DISTILL.DRKD.ROI_SIZE must be >= 1, got {roi_size}")
+        for level in dict.fromkeys(levels + inst_levels):
+            for what, table in (("strides", strides), ("student_channels", student_channels),
+                                ("teacher_channels", teacher_channels)):
+                if level not in table:
+                    raise KeyError(f"DRKD: level {level!r} missing from {what} (has {sorted(table)})")
+
+        self.student_taps, self.teacher_taps = (student_tap,), (teacher_tap,)
+        self.student_tap, self.teacher_tap = student_tap, teacher_tap
+        self.levels = levels if w_pixel > 0 else []
+        self.inst_levels = inst_levels if (w_inst > 0 or w_fore > 0) else []
+        self.strides = {k: int(strides[k]) for k in dict.fromkeys(levels + inst_levels)}
+        self.roi_size = int(roi_size)
+        self.relation_filter = relation_filter
+        self.w_pixel, self.w_inst, self.w_fore = float(w_pixel), float(w_inst), float(w_fore)
+        self.ref_images = float(ref_images_per_device)
+        self.seed = int(seed)
+
+        glore = dict(zero_init_bn=glore_zero_init_bn, normalize=glore_normalize)
+        mids = dict(zip(levels, glore_mid))
+        cs, ct = student_channels, teacher_channels
+        self.student_glore = nn.ModuleDict({l: GloReUnit(cs[l], mids[l], **glore) for l in self.levels})
+        self.teacher_glore = nn.ModuleDict({l: GloReUnit(ct[l], mids[l], **glore) for l in self.levels})
+        self.pixel_adapters = nn.ModuleDict({l: nn.Conv2d(cs[l], ct[l], 1) for l in self.levels})
+
+        k2 = self.roi_size ** 2
+        inst = self.inst_levels if w_inst > 0 else []
+        fore = self.inst_levels if w_fore > 0 else []
+        self.student_relation = nn.ModuleDict(
+            {l: InstanceRelation(cs[l] * k2, relation_filter) for l in inst})
+        self.teacher_relation = nn.ModuleDict(
+            {l: InstanceRelation(ct[l] * k2, relation_filter) for l in inst})
+        self.relation_adapters = nn.ModuleDict({l: nn.Conv2d(cs[l], ct[l], 1) for l in inst})
+        self.fore_adapters = nn.ModuleDict({l: nn.Conv2d(cs[l], ct[l], 1) for l in fore})
+
+        if freeze_teacher_side:
+            for module in (self.teacher_glore, self.teacher_relation):
+                module.requires_grad_(False)
+
+    @classmethod
+    def from_config(cls, cfg, student: nn.Module, teacher: nn.Module):
+        c = cfg.DISTILL.DRKD
+        shapes = {"student": _backbone_shapes(student, c.STUDENT_TAP, "student"),
+                  "teacher": _backbone_shapes(teacher, c.TEACHER_TAP, "teacher")}
+        for key in ("LEVELS", "INST_LEVELS"):
+            for side, shape in shapes.items():
+                missing = [l for l in c.get(key) if l not in shape]
+                if missing:
+                    raise KeyError(f"DISTILL.DRKD.{key}: level(s) {missing} are not outputs of the "
+                                   f"{side} backbone; available: {sorted(shape)}")
+        used = list(dict.fromkeys(list(c.LEVELS) + list(c.INST_LEVELS)))
+        for level in used:
+            s_stride, t_stride = shapes["student"][level].stride, shapes["teacher"][level].stride
+            if s_stride != t_stride:
+                raise ValueError(f"DISTILL.DRKD: level {level!r} has stride {s_stride} in the student "
+                                 f"but {t_stride} in the teacher; DRKD needs equal feature sizes")
+        return {
+            "levels": c.LEVELS,
+            "glore_mid": c.GLORE_MID,
+            "strides": {l: shapes["student"][l].stride for l in used},
+            "student_channels": {l: shapes["student"][l].channels for l in used},
+            "teacher_channels": {l: shapes["teacher"][l].channels for l in used},
+            "inst_levels": c.INST_LEVELS,
+            "roi_size": c.ROI_SIZE,
+            "relation_filter": c.RELATION_FILTER,
+            "w_pixel": c.W_PIXEL,
+            "w_inst": c.W_INST,
+            "w_fore": c.W_FORE,
+            "ref_images_per_device": c.REF_IMAGES_PER_DEVICE,
+            "glore_zero_init_bn": c.GLORE_ZERO_INIT_BN,
+            "glore_normalize": c.GLORE_NORMALIZE,
+            "freeze_teacher_side": c.FREEZE_TEACHER_SIDE,
+            "seed": c.SEED,
+            "student_tap": c.STUDENT_TAP,
+            "teacher_tap": c.TEACHER_TAP,
+        }
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, student_feats: Dict, teacher_feats: Dict,
+                batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        needed = list(dict.fromkeys(self.levels + self.inst_levels))
+        s = self._fpn(student_feats, self.student_tap, "student", needed)
+        t = self._fpn(teacher_feats, self.teacher_tap, "teacher", needed)
+        num_images = len(batched_inputs)
+        for level in needed:
+            if s[level].shape[0] != num_images or s[level].shape[-2:] != t[level].shape[-2:] \
+                    or t[level].shape[0] != num_images:
+                raise ValueError(
+                    f"DRKD: level {level!r} has student shape {tuple(s[level].shape)} and teacher shape "
+                    f"{tuple(t[level].shape)} for {num_images} images; both sides need the same "
+                    "batch size and spatial size")
+        out = {}
+        if self.levels:
+            out["drkd_pixel"] = self.w_pixel * self.pixel_loss(s, t)
+        if self.inst_levels:
+            inst, fore = self.instance_losses(s, t, self._gt_boxes(batched_inputs, s[needed[0]]))
+            if inst is not None:
+                out["drkd_inst"] = self.w_inst * inst
+            if fore is not None:
+                out["drkd_fore"] = self.w_fore * fore
+        return out
+
+    def pixel_loss(self, s: Mapping[str, torch.Tensor], t: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Σ_l sqrt(r·Σ_b ‖A_l(G^s_l(s_l))_b − G^t_l(t_l)_b‖²) (unweighted)."""
+        total = 0.0
+        for level in self.levels:
+            student = self.pixel_adapters[level](self.student_glore[level](s[level]))
+            teacher = self.teacher_glore[level](t[level].detach())
+            total = total + batch_normalized_l2(student - teacher, self.ref_images)
+        return total
+
+    def instance_losses(self, s: Mapping[str, torch.Tensor], t: Mapping[str, torch.Tensor],
+                        boxes: Sequence[torch.Tensor]):
+        """(inst, fore), unweighted; None for a disabled term.
+
+        Args:
+            s, t: {level: (B, C, H, W)}.
+            boxes: B tensors (M_b, 4) in input-image pixels.
+        """
+        num_images = len(boxes)
+        iteration = _current_iteration() if self.relation_filter == "random_fc" else 0
+        inst_diffs, fore_diffs = [], []
+        for level_index, level in enumerate(self.inst_levels):
+            stride = self.strides[level]
+            xs = roi_align_per_image(s[level], boxes, self.roi_size, stride)
+            xt = roi_align_per_image(t[level].detach(), boxes, self.roi_size, stride)
+            for b in range(num_images):
+                if xs[b].shape[0] == 0:
+                    continue
+                if level in self.student_relation:
+                    seed = filter_seed(self.seed, iteration, level_index, b)
+                    zs, _ = self.student_relation[level](xs[b], self._generator(seed))
+                    zt, _ = self.teacher_relation[level](xt[b], self._generator(seed))
+                    inst_diffs.append(self.relation_adapters[level](zs) - zt)
+                if level in self.fore_adapters:
+                    fore_diffs.append(self.fore_adapters[level](xs[b]) - xt[b])
+        inst = fore = None
+        like = s[self.inst_levels[0]]
+        if len(self.student_relation):
+            inst = (per_image_l2(inst_diffs, num_images, self.ref_images) if inst_diffs else
+                    self._zero_touching(like, self.student_relation, self.teacher_relation,
+                                        self.relation_adapters))
+        if len(self.fore_adapters):
+            fore = (per_image_l2(fore_diffs, num_images, self.ref_images) if fore_diffs else
+                    self._zero_touching(like, self.fore_adapters))
+        return inst, fore
+
+    # ------------------------------------------------------------------ helpers
+    def _generator(self, seed: int) -> Optional[torch.Generator]:
+        if self.relation_filter != "random_fc":
+            return None
+        return torch.Generator().manual_seed(seed)
+
+    @staticmethod
+    def _zero_touching(like: torch.Tensor, *modules: nn.Module) -> torch.Tensor:
+        """0·Σ(trainable parameters), a scalar like ``like``: a zero loss through which every
+        parameter gets a (zero) gradient, so DDP sees them used."""
+        total = like.new_zeros(())
+        for module in modules:
+            for param in module.parameters():
+                if param.requires_grad:
+                    total = total + param.sum() * 0.0
+        return total
+
+    @staticmethod
+    def _fpn(feats: Mapping, tap: str, side: str, levels: Sequence[str]) -> Mapping[str, torch.Tensor]:
+        if tap not in feats:
+            raise KeyError(f"DRKD: no {side} features recorded for tap {tap!r} (got {sorted(feats)})")
+        value = feats[tap]
+        if not isinstance(value, Mapping):
+            raise ValueError(f"DRKD: the {side} tap {tap!r} must output a dict of FPN levels, "
+                             f"got {type(value).__name__}")
+        missing = [l for l in levels if l not in value]
+        if missing:
+            raise KeyError(f"DRKD: {side} features lack level(s) {missing}; available: {sorted(value)}")
+        return value
+
+    @staticmethod
+    def _gt_boxes(batched_inputs: List[Dict], like: torch.Tensor) -> List[torch.Tensor]:
+        boxes = []
+        for i, x in enumerate(batched_inputs):
+            if "instances" not in x:
+                raise KeyError(f"DRKD: batched_inputs[{i}] has no 'instances' (GT boxes are needed "
+                               "for the instance terms)")
+            boxes.append(x["instances"].gt_boxes.tensor.to(device=like.device, dtype=like.dtype))
+        return boxes
+
+
+DRKDLoss = DRKD  # the name used by the spec
