@@ -64,14 +64,37 @@ def test_train_checkpoint_resume_and_eval_only(tmp_path, monkeypatch):
     assert again["bbox"]["AP"] == pytest.approx(trained["bbox"]["AP"], abs=1e-6)
 
 
-def test_two_process_ddp_on_cpu(tmp_path, monkeypatch):
+def test_two_process_ddp_distillation_on_cpu(tmp_path, monkeypatch):
+    """2 CPU processes (gloo) train the sample DRKD config (student + frozen teacher)."""
+    from detectron2.modeling import build_model
     from detectron2.engine import launch
 
+    from segdet.utils.config_io import load_config
+
     monkeypatch.chdir(ROOT)
+    teacher_cfg = "projects/DRKD/configs/Samples/faster_rcnn_mnv2_fpn256_trees_teacher.yaml"
+    teacher_opts = ["MODEL.MOBILENET_V2.WEIGHTS", "", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64"]
+    weights = tmp_path / "teacher.pth"
+    torch.save({"model": build_model(load_config(teacher_cfg, teacher_opts)).state_dict()}, weights)
     out = tmp_path / "ddp"
-    args = _args(out, 3, num_gpus=2, extra=["SOLVER.IMS_PER_BATCH", "4", "TEST.VIS_NUM_IMAGES", "0"])
+    args = _args(out, 3, num_gpus=2, extra=[
+        "SOLVER.IMS_PER_BATCH", "4", "TEST.VIS_NUM_IMAGES", "0",
+        "DISTILL.TEACHER.WEIGHTS", str(weights), "DISTILL.TEACHER.OPTS", str(teacher_opts),
+        "DISTILL.DRKD.GLORE_MID", "(8, 8, 16, 16, 16)"])
+    args.config_file = os.path.join(ROOT, "projects/DRKD/configs/Samples/faster_rcnn_mnv2_fpn_trees_drkd.yaml")
     launch(train_net_main_with_synthetic_data, 2, dist_url=f"tcp://127.0.0.1:{_free_port()}",
            args=(args, str(tmp_path / "data")))
     final = torch.load(out / "model_final.pth", weights_only=False)
     assert final["iteration"] == 2
+    keys = final["model"].keys()
+    assert any(k.startswith("distill_losses.drkd.") for k in keys)  # resumable distillation state
+    assert all(k.startswith(("student.", "distill_losses.")) for k in keys)  # never the teacher
+    metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    assert any("loss_distill_drkd_pixel" in m and "distill_teacher_ms" in m for m in metrics)
     assert "bbox" in json.loads((out / "eval_results.json").read_text())
+    # the exported student loads strictly into the plain student model
+    from segdet.distill.teacher import load_weights_strict
+
+    student_cfg = load_config("configs/Samples/faster_rcnn_mnv2_fpn_trees.yaml", [
+        "MODEL.MOBILENET_V2.WEIGHTS", "", "MODEL.FPN.OUT_CHANNELS", "32"])
+    load_weights_strict(build_model(student_cfg), str(out / "model_student_final.pth"), what="student")

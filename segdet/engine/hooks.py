@@ -6,7 +6,7 @@ from typing import Dict, List, Tuple
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-__all__ = ["TrainingCurvesHook", "plot_training_curves"]
+__all__ = ["TrainingCurvesHook", "StudentExportHook", "plot_training_curves"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,3 +73,23 @@ class TrainingCurvesHook(HookBase):
 
     def after_train(self) -> None:
         self._write()
+
+
+class StudentExportHook(HookBase):
+    """After training a distillation model, writes ``model_student_final.pth``: the student's
+    weights alone (no teacher, no distillation modules), loadable with the student's own config
+    through ``MODEL.WEIGHTS`` (main process only)."""
+
+    def __init__(self, output_dir: str):
+        self._path = os.path.join(output_dir, "model_student_final.pth")
+
+    def after_train(self) -> None:
+        if not comm.is_main_process():
+            return
+        from .checkpoint import atomic_torch_save
+
+        model = self.trainer.model
+        model = getattr(model, "module", model)  # DDP
+        atomic_torch_save({"model": model.export_student_state_dict(),
+                           "iteration": self.trainer.iter}, self._path)
+        logger.info(f"Student weights written to {self._path}")

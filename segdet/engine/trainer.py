@@ -14,7 +14,7 @@ from detectron2.utils import comm
 
 from .checkpoint import AtomicCheckpointer
 from .ddp import create_ddp_model
-from .hooks import TrainingCurvesHook
+from .hooks import StudentExportHook, TrainingCurvesHook
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
 
@@ -136,4 +136,7 @@ class Trainer(DefaultTrainer):
         hooks = super().build_hooks()
         if comm.is_main_process():
             hooks.insert(-1, TrainingCurvesHook(self.cfg.OUTPUT_DIR, period=max(20, self.cfg.SOLVER.CHECKPOINT_PERIOD)))
+            inner = getattr(self.model, "module", self.model)
+            if hasattr(inner, "export_student_state_dict"):
+                hooks.insert(-1, StudentExportHook(self.cfg.OUTPUT_DIR))
         return hooks
