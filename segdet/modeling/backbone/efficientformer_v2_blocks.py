@@ -1,0 +1,345 @@
+"""Building blocks of EfficientFormerV2 (segmentation "feat" variant).
+
+Module and parameter names follow the official checkpoints, so official state dicts map 1:1
+(``mlp.fc1``, ``token_mixer.q.0``, ``attention_biases_seg``, ...).
+
+Relative-position biases: every attention holds a learnable table ``attention_biases_seg``
+(heads, R*R) built for a fixed token grid (R x R keys, from ``bias_resolution``, 512 px by
+default), gathered through the index buffer ``attention_bias_idxs_seg`` into a (heads, Nq, Nk)
+bias and, for another token grid, bicubically resized along the flattened (Nq, Nk) axes (the
+official behaviour). In eval mode the gathered/resized bias is cached per (Nq, Nk); the cache is
+dropped on ``train()``, on ``load_state_dict`` and whenever the table or index is modified in
+place. The ImageNet tables ``attention_biases`` / ``attention_bias_idxs`` are kept as unused
+buffers only so that official segmentation checkpoints load 1:1.
+"""
+import math
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = [
+    "relative_position_index",
+    "DropPath",
+    "Mlp",
+    "Attention4D",
+    "Attention4DDownsample",
+    "LGQuery",
+    "FFN",
+    "AttnFFN",
+    "ConvDownsample",
+    "AttnDownsample",
+    "make_stem",
+]
+
+NormLayer = Callable[[int], nn.Module]
+
+
+def relative_position_index(resolution: int, query_stride: int = 1) -> torch.Tensor:
+    """Index (Nq, Nk) into a (heads, R*R) bias table for R x R keys and queries taken every
+    ``query_stride`` keys (ceil(R / stride) per side): ``|s*qy - ky| * R + |s*qx - kx|`` with
+    s = ceil(R / ceil(R / stride)), the official offset numbering (first-seen order, row-major).
+    """
+    r = int(resolution)
+    rq = math.ceil(r / query_stride)
+    step = math.ceil(r / rq)
+    k = torch.arange(r)
+    q = torch.arange(rq) * step
+    dy = (q.view(-1, 1) - k.view(1, -1)).abs()  # (rq, r)
+    # (rq, rq, r, r) -> (Nq, Nk)
+    idx = dy.view(rq, 1, r, 1) * r + dy.view(1, rq, 1, r)
+    return idx.reshape(rq * rq, r * r)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (identity in eval or when ``p == 0``)."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def _conv_bn(cin: int, cout: int, norm: NormLayer, kernel: int = 1, stride: int = 1,
+             groups: int = 1) -> nn.Sequential:
+    """``Sequential(Conv2d (with bias), norm)``, indices 0 / 1 as in the official code."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, groups=groups),
+        norm(cout),
+    )
+
+
+class Mlp(nn.Module):
+    """1x1 conv (C -> hidden) + norm + GELU, depthwise 3x3 + norm + GELU, 1x1 conv + norm.
+
+    (B, C, H, W) -> (B, C_out, H, W).
+    """
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: Optional[int] = None,
+                 norm: NormLayer = nn.BatchNorm2d):
+        super().__init__()
+        out_features = out_features or in_features
+        self.fc1 = nn.Conv2d(in_features, hidden_features, 1)
+        self.norm1 = norm(hidden_features)
+        self.mid = nn.Conv2d(hidden_features, hidden_features, 3, padding=1, groups=hidden_features)
+        self.mid_norm = norm(hidden_features)
+        self.fc2 = nn.Conv2d(hidden_features, out_features, 1)
+        self.norm2 = norm(out_features)
+        self.act = nn.GELU()
+        for conv in (self.fc1, self.fc2):
+            nn.init.trunc_normal_(conv.weight, std=0.02, a=-2.0, b=2.0)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm1(self.fc1(x)))
+        x = self.act(self.mid_norm(self.mid(x)))
+        return self.norm2(self.fc2(x))
+
+
+def _mix_heads(conv: nn.Conv2d, attn: torch.Tensor) -> torch.Tensor:
+    """A 1x1 conv across the head axis of attn (B, heads, Nq, Nk) as one batched matmul
+    (same result as ``conv(attn)``; an order of magnitude faster on CPU than a conv with so
+    few channels and so many pixels)."""
+    b, h = attn.shape[:2]
+    out = torch.baddbmm(conv.bias.view(1, h, 1), conv.weight.view(1, h, h).expand(b, h, h),
+                        attn.reshape(b, h, -1))
+    return out.view(attn.shape)
+
+
+class _RelativeBiasMixin(nn.Module):
+    """Seg bias table + index, the unused ImageNet buffers, and the per-grid eval cache."""
+
+    def _init_biases(self, num_heads: int, resolution: int, imagenet_resolution: int,
+                     query_stride: int) -> None:
+        seg_idx = relative_position_index(resolution, query_stride)
+        self.attention_biases_seg = nn.Parameter(torch.zeros(num_heads, resolution * resolution))
+        self.register_buffer("attention_bias_idxs_seg", seg_idx)
+        # Unused: the ImageNet tables, kept for 1:1 loading of official checkpoints.
+        self.register_buffer("attention_biases",
+                             torch.zeros(num_heads, imagenet_resolution * imagenet_resolution))
+        self.register_buffer("attention_bias_idxs",
+                             relative_position_index(imagenet_resolution, query_stride))
+        self._bias_cache: Dict[Tuple, torch.Tensor] = {}
+        self._bias_cache_version: Tuple = ()
+
+    def clear_bias_cache(self) -> None:
+        self._bias_cache = {}
+
+    def train(self, mode: bool = True):
+        self.clear_bias_cache()
+        return super().train(mode)
+
+    def _apply(self, *args, **kwargs):
+        self.clear_bias_cache()
+        return super()._apply(*args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.clear_bias_cache()
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def _compute_bias(self, nq: int, nk: int) -> torch.Tensor:
+        table = self.attention_biases_seg[:, self.attention_bias_idxs_seg].unsqueeze(0)
+        if table.shape[-2:] != (nq, nk):
+            table = F.interpolate(table, size=(nq, nk), mode="bicubic", align_corners=False)
+        return table
+
+    def attention_bias(self, nq: int, nk: int) -> torch.Tensor:
+        """Bias (1, heads, nq, nk) for nq queries and nk keys (cached in eval mode unless a
+        gradient to the table is needed)."""
+        table = self.attention_biases_seg
+        if self.training or (torch.is_grad_enabled() and table.requires_grad):
+            return self._compute_bias(nq, nk)
+        version = (table._version, self.attention_bias_idxs_seg._version, table.data_ptr())
+        if version != self._bias_cache_version:
+            self._bias_cache = {}
+            self._bias_cache_version = version
+        key = (nq, nk, table.device, table.dtype)
+        bias = self._bias_cache.get(key)
+        if bias is None:
+            with torch.no_grad():
+                bias = self._compute_bias(nq, nk)
+            self._bias_cache[key] = bias
+        return bias
+
+
+class Attention4D(_RelativeBiasMixin):
+    """Multi-head attention on a (B, C, H, W) map with talking heads and a local value branch.
+
+    With ``stride=2`` (stage 3) the map is first reduced by a depthwise 3x3 stride-2 conv + norm
+    to (ceil(H/2), ceil(W/2)) tokens and the result upsampled back to (H, W) (bilinear). Output
+    (B, C, H, W). heads=8, key_dim=32, attn_ratio=4 -> 1024 value channels.
+    """
+
+    def __init__(self, dim: int, resolution: int, imagenet_resolution: int, stride: Optional[int] = None,
+                 key_dim: int = 32, num_heads: int = 8, attn_ratio: int = 4,
+                 norm: NormLayer = nn.BatchNorm2d):
+        super().__init__()
+        self.num_heads, self.key_dim = num_heads, key_dim
+        self.scale = key_dim ** -0.5
+        self.d = attn_ratio * key_dim
+        self.dh = self.d * num_heads
+        nh_kd = key_dim * num_heads
+        if stride is not None:
+            self.stride_conv = _conv_bn(dim, dim, norm, kernel=3, stride=stride, groups=dim)
+            resolution = math.ceil(resolution / stride)
+            imagenet_resolution = math.ceil(imagenet_resolution / stride)
+        else:
+            self.stride_conv = None
+        self.q = _conv_bn(dim, nh_kd, norm)
+        self.k = _conv_bn(dim, nh_kd, norm)
+        self.v = _conv_bn(dim, self.dh, norm)
+        self.v_local = _conv_bn(self.dh, self.dh, norm, kernel=3, groups=self.dh)
+        self.talking_head1 = nn.Conv2d(num_heads, num_heads, 1)
+        self.talking_head2 = nn.Conv2d(num_heads, num_heads, 1)
+        self.proj = nn.Sequential(nn.GELU(), nn.Conv2d(self.dh, dim, 1), norm(dim))
+        self._init_biases(num_heads, resolution, imagenet_resolution, query_stride=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        if self.stride_conv is not None:
+            x = self.stride_conv(x)
+        h, w = x.shape[-2:]
+        n = h * w
+        q = self.q(x).reshape(B, self.num_heads, self.key_dim, n).transpose(-2, -1)
+        k = self.k(x).reshape(B, self.num_heads, self.key_dim, n)
+        v = self.v(x)
+        v_local = self.v_local(v)
+        attn = torch.matmul(q, k).mul_(self.scale).add_(self.attention_bias(n, n))
+        attn = _mix_heads(self.talking_head1, attn).softmax(dim=-1)
+        attn = _mix_heads(self.talking_head2, attn)  # (B, heads, n, n)
+        # (B, heads, d, n) @ (B, heads, n, n)^T -> (B, heads, d, n): no transpose of the output.
+        out = torch.matmul(v.reshape(B, self.num_heads, self.d, n), attn.transpose(-2, -1))
+        out = out.reshape(B, self.dh, h, w) + v_local
+        if self.stride_conv is not None:
+            out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
+        return self.proj(out)
+
+
+class LGQuery(nn.Module):
+    """Local-global query: depthwise 3x3 stride-2 conv + stride-2 subsampling, then 1x1 conv +
+    norm. (B, C, H, W) -> (B, C_out, ceil(H/2), ceil(W/2))."""
+
+    def __init__(self, in_dim: int, out_dim: int, norm: NormLayer = nn.BatchNorm2d):
+        super().__init__()
+        self.pool = nn.AvgPool2d(1, 2, 0)
+        self.local = nn.Sequential(nn.Conv2d(in_dim, in_dim, 3, stride=2, padding=1, groups=in_dim))
+        self.proj = _conv_bn(in_dim, out_dim, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.local(x) + self.pool(x))
+
+
+class Attention4DDownsample(_RelativeBiasMixin):
+    """Stride-2 attention between stages 3 and 4: queries on the (ceil(H/2), ceil(W/2)) grid,
+    keys/values on the full (H, W) grid. heads=8, key_dim=16, attn_ratio=4 -> 512 value
+    channels; no talking heads. (B, C, H, W) -> (B, C_out, ceil(H/2), ceil(W/2))."""
+
+    def __init__(self, dim: int, out_dim: int, resolution: int, imagenet_resolution: int,
+                 key_dim: int = 16, num_heads: int = 8, attn_ratio: int = 4,
+                 norm: NormLayer = nn.BatchNorm2d):
+        super().__init__()
+        self.num_heads, self.key_dim = num_heads, key_dim
+        self.scale = key_dim ** -0.5
+        self.d = attn_ratio * key_dim
+        self.dh = self.d * num_heads
+        nh_kd = key_dim * num_heads
+        self.q = LGQuery(dim, nh_kd, norm)
+        self.k = _conv_bn(dim, nh_kd, norm)
+        self.v = _conv_bn(dim, self.dh, norm)
+        self.v_local = _conv_bn(self.dh, self.dh, norm, kernel=3, stride=2, groups=self.dh)
+        self.proj = nn.Sequential(nn.GELU(), nn.Conv2d(self.dh, out_dim, 1), norm(out_dim))
+        self._init_biases(num_heads, resolution, imagenet_resolution, query_stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        q = self.q(x)
+        h, w = q.shape[-2:]
+        nq, nk = h * w, H * W
+        q = q.reshape(B, self.num_heads, self.key_dim, nq).transpose(-2, -1)
+        k = self.k(x).reshape(B, self.num_heads, self.key_dim, nk)
+        v = self.v(x)
+        v_local = self.v_local(v)
+        attn = torch.matmul(q, k).mul_(self.scale).add_(self.attention_bias(nq, nk)).softmax(dim=-1)
+        out = torch.matmul(v.reshape(B, self.num_heads, self.d, nk), attn.transpose(-2, -1))
+        return self.proj(out.reshape(B, self.dh, h, w) + v_local)
+
+
+class FFN(nn.Module):
+    """``x + ls2 * DropPath(Mlp(x))``; (B, C, H, W) -> same."""
+
+    def __init__(self, dim: int, mlp_ratio: float, drop_path: float = 0.0,
+                 layer_scale_init: float = 1e-5, norm: NormLayer = nn.BatchNorm2d):
+        super().__init__()
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), norm=norm)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.layer_scale_2 = nn.Parameter(torch.full((dim, 1, 1), float(layer_scale_init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.layer_scale_2 * self.mlp(x))
+
+
+class AttnFFN(nn.Module):
+    """``x + ls1 * DP(Attention4D(x))`` then ``x + ls2 * DP(Mlp(x))``; (B, C, H, W) -> same."""
+
+    def __init__(self, dim: int, mlp_ratio: float, resolution: int, imagenet_resolution: int,
+                 stride: Optional[int] = None, drop_path: float = 0.0, layer_scale_init: float = 1e-5,
+                 norm: NormLayer = nn.BatchNorm2d):
+        super().__init__()
+        self.token_mixer = Attention4D(dim, resolution, imagenet_resolution, stride=stride, norm=norm)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), norm=norm)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.layer_scale_1 = nn.Parameter(torch.full((dim, 1, 1), float(layer_scale_init)))
+        self.layer_scale_2 = nn.Parameter(torch.full((dim, 1, 1), float(layer_scale_init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.layer_scale_1 * self.token_mixer(x))
+        return x + self.drop_path(self.layer_scale_2 * self.mlp(x))
+
+
+class ConvDownsample(nn.Module):
+    """Conv 3x3 stride 2 + norm: (B, C_in, H, W) -> (B, C_out, ceil(H/2), ceil(W/2))."""
+
+    def __init__(self, in_chans: int, embed_dim: int, norm: NormLayer = nn.BatchNorm2d):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, 3, stride=2, padding=1)
+        self.norm = norm(embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))
+
+
+class AttnDownsample(nn.Module):
+    """The "asub" embedding: conv 3x3 stride 2 + norm, plus :class:`Attention4DDownsample`.
+    (B, C_in, H, W) -> (B, C_out, ceil(H/2), ceil(W/2))."""
+
+    def __init__(self, in_chans: int, embed_dim: int, resolution: int, imagenet_resolution: int,
+                 norm: NormLayer = nn.BatchNorm2d):
+        super().__init__()
+        self.attn = Attention4DDownsample(in_chans, embed_dim, resolution, imagenet_resolution, norm=norm)
+        self.conv = nn.Conv2d(in_chans, embed_dim, 3, stride=2, padding=1)
+        self.bn = norm(embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x) + self.bn(self.conv(x))
+
+
+def make_stem(in_chans: int, out_chans: int, norm: NormLayer = nn.BatchNorm2d) -> nn.Sequential:
+    """Two conv 3x3 stride 2 + norm + GELU: (B, 3, H, W) -> (B, C0, ceil(H/4), ceil(W/4))."""
+    return nn.Sequential(
+        nn.Conv2d(in_chans, out_chans // 2, 3, stride=2, padding=1),
+        norm(out_chans // 2),
+        nn.GELU(),
+        nn.Conv2d(out_chans // 2, out_chans, 3, stride=2, padding=1),
+        norm(out_chans),
+        nn.GELU(),
+    )

@@ -1,0 +1,155 @@
+"""Convert official CGRSeg / EfficientFormerV2 checkpoints to segdet state dicts.
+
+Two inputs are understood:
+
+* an official mmseg CGRSeg checkpoint: ``{"state_dict": {"backbone.*", "decode_head.*"}, "meta":
+  ...}``. Keys map 1:1: ``backbone.X -> backbone.X``, ``decode_head.X -> sem_seg_head.X``.
+* an EfficientFormerV2 ImageNet checkpoint (``{"model": ...}`` or a bare state dict, keys without
+  a ``backbone.`` prefix). The classifier (``norm.*``, ``head.*``, ``dist_head.*``) is dropped,
+  and so are the ImageNet relative-position tables: as in the official segmentation code the
+  segmentation tables ``attention_biases_seg`` start at zero, and the unused buffers
+  ``attention_biases`` / ``attention_bias_idxs`` get segdet's defaults (zeros / indices). The
+  result holds ``backbone.*`` only; the head trains from scratch.
+
+The output state dict loads into the model of the matching ``CGRSeg-{T,B,L}.yaml`` with no
+unexpected key (and, for a CGRSeg checkpoint, no missing key).
+"""
+import pickle
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import torch
+
+__all__ = [
+    "load_checkpoint_file",
+    "extract_state_dict",
+    "map_official_key",
+    "infer_variant",
+    "convert_cgrseg_state_dict",
+    "convert_imagenet_state_dict",
+    "convert_checkpoint",
+    "compare_state_dicts",
+]
+
+_IMAGENET_DROP_PREFIXES = ("norm.", "head.", "dist_head.")
+_IMAGENET_TABLES = ("attention_biases", "attention_bias_idxs")
+_SEG_TABLES = ("attention_biases_seg", "attention_bias_idxs_seg")
+# (stem width, depth of the last stage) -> variant
+_VARIANT_SIGNATURES = {(32, 4): "S0", (32, 6): "S1", (32, 8): "S2", (40, 10): "L"}
+
+
+def load_checkpoint_file(path: str, trust_pickle: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True``; a file that needs arbitrary unpickling (e.g.
+    mmcv ``meta``) is refused with a ValueError unless ``trust_pickle``."""
+    import os
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path!r}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust_pickle:
+            raise ValueError(
+                f"{path!r} holds pickled Python objects besides tensors (e.g. mmcv 'meta'), which "
+                f"torch.load(weights_only=True) refuses. Unpickling can run arbitrary code: pass "
+                f"--trust-pickle only if you trust the file's origin. ({str(exc).splitlines()[0]})"
+            ) from None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def extract_state_dict(obj: Any) -> Dict[str, torch.Tensor]:
+    """The tensor state dict inside a checkpoint: ``obj["state_dict"]`` (mmcv), ``obj["model"]``
+    (EfficientFormer / detectron2) or ``obj`` itself; a DDP ``module.`` prefix is removed."""
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"checkpoint: expected a dict, got {type(obj).__name__}")
+    for key in ("state_dict", "model"):
+        if key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    state = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f"checkpoint: entry {k!r} is a {type(v).__name__}, expected a tensor "
+                             f"(expected keys 'state_dict' or 'model' or a bare state dict)")
+        state[k[len("module."):] if k.startswith("module.") else k] = v
+    if not state:
+        raise ValueError("checkpoint: the state dict is empty")
+    return state
+
+
+def map_official_key(key: str) -> str:
+    """Official CGRSeg key -> segdet key (``decode_head.`` -> ``sem_seg_head.``)."""
+    if key.startswith("backbone."):
+        return key
+    if key.startswith("decode_head."):
+        return "sem_seg_head." + key[len("decode_head."):]
+    raise KeyError(f"official CGRSeg key {key!r}: expected a 'backbone.' or 'decode_head.' prefix")
+
+
+def infer_variant(backbone_state: Mapping[str, torch.Tensor]) -> str:
+    """EfficientFormerV2 variant ("S0" / "S1" / "S2" / "L") from a backbone state dict without
+    prefix (stem width and the number of blocks of the last stage)."""
+    if "patch_embed.3.weight" not in backbone_state:
+        raise KeyError("cannot infer the EfficientFormerV2 variant: 'patch_embed.3.weight' is missing")
+    width = backbone_state["patch_embed.3.weight"].shape[0]
+    depth = len({k.split(".")[2] for k in backbone_state if k.startswith("network.6.")})
+    variant = _VARIANT_SIGNATURES.get((width, depth))
+    if variant is None:
+        raise ValueError(f"unknown EfficientFormerV2 layout (stem width {width}, last-stage depth {depth}); "
+                         f"known: {_VARIANT_SIGNATURES}")
+    return variant
+
+
+def convert_cgrseg_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Official mmseg CGRSeg state dict -> segdet keys (tensors shared, not copied)."""
+    return {map_official_key(k): v for k, v in state.items()}
+
+
+def convert_imagenet_state_dict(state: Mapping[str, torch.Tensor], variant: Optional[str] = None,
+                                bias_resolution: int = 512) -> Dict[str, torch.Tensor]:
+    """EfficientFormerV2 ImageNet state dict -> ``backbone.*`` segdet keys (see module doc).
+
+    Raises ValueError when a backbone key is missing, unknown, or has the wrong shape."""
+    from segdet.modeling.backbone.efficientformer_v2 import EfficientFormerV2
+
+    kept = {k: v for k, v in state.items() if not k.startswith(_IMAGENET_DROP_PREFIXES)}
+    variant = variant or infer_variant(kept)
+    reference = EfficientFormerV2(variant=variant, bias_resolution=bias_resolution).state_dict()
+    out = {}
+    for key, ref in reference.items():
+        if key.rsplit(".", 1)[-1] in _IMAGENET_TABLES + _SEG_TABLES:
+            out["backbone." + key] = ref.clone()  # zeros / the index buffers
+        elif key not in kept:
+            raise ValueError(f"ImageNet checkpoint ({variant}): missing key {key!r}")
+        elif tuple(kept[key].shape) != tuple(ref.shape):
+            raise ValueError(f"ImageNet checkpoint ({variant}): {key!r} has shape {tuple(kept[key].shape)}, "
+                             f"expected {tuple(ref.shape)}")
+        else:
+            out["backbone." + key] = kept[key]
+    unknown = sorted(k for k in kept if k not in reference)
+    if unknown:
+        raise ValueError(f"ImageNet checkpoint ({variant}): unexpected keys {unknown[:5]}"
+                         f"{' ...' if len(unknown) > 5 else ''}")
+    return out
+
+
+def convert_checkpoint(obj: Any, variant: Optional[str] = None, bias_resolution: int = 512
+                       ) -> Tuple[Dict[str, torch.Tensor], str]:
+    """Any supported checkpoint object -> (segdet state dict, kind) with kind "cgrseg" or
+    "imagenet"."""
+    state = extract_state_dict(obj)
+    if any(k.startswith(("backbone.", "decode_head.")) for k in state):
+        return convert_cgrseg_state_dict(state), "cgrseg"
+    if any(k.startswith(("patch_embed.", "network.")) for k in state):
+        return convert_imagenet_state_dict(state, variant, bias_resolution), "imagenet"
+    raise ValueError(f"checkpoint: neither a CGRSeg ('backbone.*', 'decode_head.*') nor an EfficientFormerV2 "
+                     f"ImageNet ('patch_embed.*', 'network.*') state dict; first keys: {list(state)[:5]}")
+
+
+def compare_state_dicts(converted: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor]
+                        ) -> Tuple[List[str], List[str], List[str]]:
+    """(missing, unexpected, shape-mismatched) keys of ``converted`` w.r.t. a model state dict."""
+    missing = sorted(k for k in model_state if k not in converted)
+    unexpected = sorted(k for k in converted if k not in model_state)
+    mismatched = sorted(k for k in converted if k in model_state
+                        and tuple(converted[k].shape) != tuple(model_state[k].shape))
+    return missing, unexpected, mismatched
