@@ -110,17 +110,19 @@ def _add_sem_seg_config(cfg: CN) -> None:
 
 
 def _add_cgrseg_config(cfg: CN) -> None:
+    # CGRSeg head (SEM_SEG_HEAD.NAME "CGRSegHead"); defaults = CGRSeg-T.
     cfg.MODEL.CGRSEG = CN()
+    # The three backbone maps the head reads (strides 8/16/32).
     cfg.MODEL.CGRSEG.IN_FEATURES = ("res3", "res4", "res5")
-    cfg.MODEL.CGRSEG.CHANNELS = 128
+    cfg.MODEL.CGRSEG.CHANNELS = 128  # head width C (T 128, B/L 256)
     cfg.MODEL.CGRSEG.NEXT_REPEAT = 5  # number of RCMs in pyramid context extraction
     cfg.MODEL.CGRSEG.DW_SIZE = 11  # band kernel of the spatial-reconstruction RCMs
     cfg.MODEL.CGRSEG.NECK_SIZE = 11  # band kernel of the pyramid-context RCMs
-    cfg.MODEL.CGRSEG.SQUARE_KERNEL_SIZE = 3
-    cfg.MODEL.CGRSEG.RATIO = 1
-    cfg.MODEL.CGRSEG.MLP_RATIO = 2
-    cfg.MODEL.CGRSEG.IS_DW = True
-    cfg.MODEL.CGRSEG.DROPOUT = 0.1
+    cfg.MODEL.CGRSEG.SQUARE_KERNEL_SIZE = 3  # local depthwise kernel of RCA
+    cfg.MODEL.CGRSEG.RATIO = 1  # RCA group ratio (1 = fully depthwise strip convs)
+    cfg.MODEL.CGRSEG.MLP_RATIO = 2  # RCM ConvMlp expansion
+    cfg.MODEL.CGRSEG.IS_DW = True  # linear_fuse is a depthwise 1x1 conv (+ norm + ReLU)
+    cfg.MODEL.CGRSEG.DROPOUT = 0.1  # Dropout2d before conv_seg
     # False removes the Dynamic Prototype Guided head (done when SSA is the classifier).
     cfg.MODEL.CGRSEG.USE_DPG = True
     # "BN" or "SyncBN" for the head's ConvModules (SyncBN only takes effect under DDP).
@@ -129,12 +131,22 @@ def _add_cgrseg_config(cfg: CN) -> None:
 
 def _add_ssa_config(cfg: CN) -> None:
     # Semantic-and-spatial adaptive classifier wrapped around a base head.
+    # Modules: segdet/modeling/sem_seg/ssa.py (SSAClassifier), losses: ssa_losses.py.
     cfg.MODEL.SSA = CN()
     cfg.MODEL.SSA.ENABLED = False
+    # Scale of the cosine-similarity logits (student and teacher classifiers).
     cfg.MODEL.SSA.TEMPERATURE = 15.0
+    # Scale of the cosine similarities in the semantic-domain relation loss (softmax over classes).
+    cfg.MODEL.SSA.RELATION_TEMPERATURE = 15.0
+    # Response KD soft target: (1 - KD_SMOOTHNESS) * one-hot(GT) + KD_SMOOTHNESS * teacher softmax.
     cfg.MODEL.SSA.KD_SMOOTHNESS = 0.5
+    # Response KD boundary mask: square dilation side, and width of the zeroed image frame (px at
+    # the classifier's feature resolution).
     cfg.MODEL.SSA.EDGE_SIZE = 3
     cfg.MODEL.SSA.BORDER = 6
+    # Term weights (a 0 weight skips the term); names map to loss_sem_seg, loss_ssa_coarse_ce,
+    # loss_ssa_teacher_ce, loss_ssa_response_kd, loss_ssa_dice, loss_ssa_teacher_dice,
+    # loss_ssa_semantic_kd, loss_ssa_spatial_kd. Defaults are the official values.
     cfg.MODEL.SSA.LOSS_WEIGHTS = CN()
     cfg.MODEL.SSA.LOSS_WEIGHTS.CE = 1.0
     cfg.MODEL.SSA.LOSS_WEIGHTS.COARSE_CE = 1.0
@@ -198,12 +210,23 @@ def _add_distill_config(cfg: CN) -> None:
     cfg.DISTILL.DRKD.FREEZE_TEACHER_SIDE = False
 
     # DSD (pixel-wise + category-wise similarity distillation for segmentors).
+    # Losses "PSD" and "CSD" in DISTILL.LOSSES. No parameters.
     cfg.DISTILL.DSD = CN()
+    # PSD: student / teacher module names (shallow to deep) whose outputs give the attention
+    # maps; a tap whose output is a dict (a whole backbone) contributes its tensor values, largest
+    # spatial area first (insertion order among equal areas). Both sides must give the same count.
     cfg.DISTILL.DSD.STUDENT_LAYERS = ()
     cfg.DISTILL.DSD.TEACHER_LAYERS = ()
-    cfg.DISTILL.DSD.PAIRS = "adjacent"  # "adjacent" | "all"
+    cfg.DISTILL.DSD.PAIRS = "adjacent"  # residuals of "adjacent" layers | "all" pairs
+    # Size every PSD attention map is resized to: "student_logits" (the STUDENT_LOGITS tap's
+    # spatial size) or "largest" (the largest student layer map).
+    cfg.DISTILL.DSD.PSD_RESIZE_TO = "student_logits"
     cfg.DISTILL.DSD.W_PSD = 1000.0
-    cfg.DISTILL.DSD.CSD_FORM = "paper"  # "paper" | "cirkd"
+    # CSD: module names whose output is the pre-upsample logits (B, K, h, w). For CGRSeg the
+    # recorded output of the (twice-called) conv_seg is its last call, the final logits.
+    cfg.DISTILL.DSD.STUDENT_LOGITS = "sem_seg_head.conv_seg"
+    cfg.DISTILL.DSD.TEACHER_LOGITS = "sem_seg_head.conv_seg"
+    cfg.DISTILL.DSD.CSD_FORM = "paper"  # "paper" (softmax over classes) | "cirkd" (over space)
     cfg.DISTILL.DSD.TAU = 4.0
-    cfg.DISTILL.DSD.CSD_POOL = 2
+    cfg.DISTILL.DSD.CSD_POOL = 2  # average-pool kernel (= stride, ceil mode) on the logits; 1 = none
     cfg.DISTILL.DSD.W_CSD = 100.0
