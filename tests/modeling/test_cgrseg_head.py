@@ -142,16 +142,17 @@ def test_training_step_batch_one():
 
 
 def test_loss_reduction_follows_config():
-    model = _model("T", ["MODEL.SEM_SEG_HEAD.LOSS_AVG_NON_IGNORE", "True"])
-    assert model.sem_seg_head.avg_non_ignore is True
-    assert _model("T").sem_seg_head.avg_non_ignore is False  # the official mmseg reduction
-    head = model.sem_seg_head
+    model = _model("T")
+    assert model.sem_seg_head.avg_non_ignore is True  # the configs' default: valid-pixel mean
+    official = _model("T", ["MODEL.SEM_SEG_HEAD.LOSS_AVG_NON_IGNORE", "False"]).sem_seg_head
+    assert official.avg_non_ignore is False  # mmseg 0.27's all-pixel mean, as a switch
     logits = torch.randn(1, 150, 4, 4)
     targets = torch.randint(0, 150, (1, 32, 32))
-    targets[0, :16] = 255
+    targets[0, :16] = 255  # half the pixels ignored
     up = F.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False)
-    assert torch.allclose(head.losses(logits, targets)["loss_sem_seg"],
-                          F.cross_entropy(up, targets, ignore_index=255))
+    valid_mean = F.cross_entropy(up, targets, ignore_index=255)
+    assert torch.allclose(model.sem_seg_head.losses(logits, targets)["loss_sem_seg"], valid_mean)
+    assert torch.allclose(official.losses(logits, targets)["loss_sem_seg"], valid_mean / 2)
 
 
 def _mmcv_style_gmacs(variant: str):

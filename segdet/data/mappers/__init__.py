@@ -1,0 +1,5 @@
+"""Dataset mappers, chosen by ``cfg.INPUT.DATASET_MAPPER_NAME``."""
+from .detection_mapper import DetectionDatasetMapper
+from .sem_seg_mapper import SemSegDatasetMapper
+
+__all__ = ["DetectionDatasetMapper", "SemSegDatasetMapper"]
