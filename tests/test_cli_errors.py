@@ -50,3 +50,35 @@ def test_odd_number_of_overrides():
     code, err = _run("--config-file", SAMPLE, "SOLVER.BASE_LR")
     assert code == 2
     _assert_clear(err, "KEY VALUE pairs")
+
+
+def test_missing_dataset_folder(tmp_path):
+    code, err = _run("--config-file", SAMPLE, "--eval-only", "MODEL.MOBILENET_V2.WEIGHTS", "",
+                     "OUTPUT_DIR", str(tmp_path / "out"), env={"DETECTRON2_DATASETS": str(tmp_path / "nowhere")})
+    assert code == 2
+    _assert_clear(err, str(tmp_path / "nowhere"), "prepare_sample_data.py")
+
+
+def test_corrupt_image_is_named(tmp_path):
+    """A sample-layout dataset whose validation image is garbage bytes."""
+    import json
+    import shutil
+
+    from segdet.utils.testing import make_synthetic_detection_dataset
+
+    root = tmp_path / "data"
+    trees = root / "segdet_samples" / "trees"
+    for split in ("train", "val"):
+        json_path, image_root = make_synthetic_detection_dataset(str(tmp_path / split), num_images=2)
+        coco = json.load(open(json_path))
+        coco["categories"] = [{"id": 1, "name": "tree"}]
+        (trees / "images").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(image_root, trees / "images" / split)
+        (trees / f"{split}.json").write_text(json.dumps(coco))
+    broken = trees / "images" / "val" / "0001.png"
+    broken.write_bytes(b"this is not a png")
+    code, err = _run("--config-file", SAMPLE, "--eval-only", "MODEL.MOBILENET_V2.WEIGHTS", "",
+                     "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out"),
+                     env={"DETECTRON2_DATASETS": str(root)})
+    assert code == 2
+    _assert_clear(err, str(broken))
