@@ -134,6 +134,15 @@ def _add_ssa_config(cfg: CN) -> None:
     # Modules: segdet/modeling/sem_seg/ssa.py (SSAClassifier), losses: ssa_losses.py.
     cfg.MODEL.SSA = CN()
     cfg.MODEL.SSA.ENABLED = False
+    # SSA heads (SEM_SEG_HEAD.NAME "CGRSegSSAHead" / "SemSegFPNSSAHead", ssa_head.py): build the
+    # GT-guided teacher branch (gt_center_* modules, training only). False for inference / deploy
+    # configs: the teacher's parameters are then absent from the model and its state dict (any
+    # gt_* keys in loaded weights are ignored), and training keeps only the CE, coarse-CE and
+    # Dice terms.
+    cfg.MODEL.SSA.WITH_TEACHER = True
+    # Dropout2d probability before the coarse classifier for base heads without their own
+    # dropout (SemSegFPNSSAHead; mmseg heads use 0.1). CGRSegSSAHead uses MODEL.CGRSEG.DROPOUT.
+    cfg.MODEL.SSA.DROPOUT = 0.1
     # Scale of the cosine-similarity logits (student and teacher classifiers).
     cfg.MODEL.SSA.TEMPERATURE = 15.0
     # Scale of the cosine similarities in the semantic-domain relation loss (softmax over classes).
@@ -222,10 +231,12 @@ def _add_distill_config(cfg: CN) -> None:
     # spatial size) or "largest" (the largest student layer map).
     cfg.DISTILL.DSD.PSD_RESIZE_TO = "student_logits"
     cfg.DISTILL.DSD.W_PSD = 1000.0
-    # CSD: module names whose output is the pre-upsample logits (B, K, h, w). For CGRSeg the
-    # recorded output of the (twice-called) conv_seg is its last call, the final logits.
-    cfg.DISTILL.DSD.STUDENT_LOGITS = "sem_seg_head.conv_seg"
-    cfg.DISTILL.DSD.TEACHER_LOGITS = "sem_seg_head.conv_seg"
+    # CSD: module names whose output is the pre-upsample logits (B, K, h, w). CGRSegHead and the
+    # SSA heads pass their final logits (stride 8 for CGRSeg) through the Identity module
+    # "logits_tap" (for SSA heads: the SSA output O, not the coarse conv_seg mask). Detectron2's
+    # SemSegFPNHead has no such module: use "sem_seg_head.predictor" there.
+    cfg.DISTILL.DSD.STUDENT_LOGITS = "sem_seg_head.logits_tap"
+    cfg.DISTILL.DSD.TEACHER_LOGITS = "sem_seg_head.logits_tap"
     cfg.DISTILL.DSD.CSD_FORM = "paper"  # "paper" (softmax over classes) | "cirkd" (over space)
     cfg.DISTILL.DSD.TAU = 4.0
     cfg.DISTILL.DSD.CSD_POOL = 2  # average-pool kernel (= stride, ceil mode) on the logits; 1 = none

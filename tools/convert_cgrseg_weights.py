@@ -1,15 +1,21 @@
 #!/usr/bin/env python
-"""Convert official CGRSeg (mmseg) or EfficientFormerV2 ImageNet checkpoints to segdet weights.
+"""Convert official CGRSeg / CGRSeg+SSA (mmseg) or EfficientFormerV2 ImageNet checkpoints to segdet
+weights; strip the SSA teacher branch from segdet checkpoints.
 
   # official CGRSeg-T ADE20K checkpoint (mmcv: 'state_dict' + pickled 'meta')
   python tools/convert_cgrseg_weights.py --trust-pickle cgrseg-t_ade20k_160k.pth cgrseg_t_segdet.pth
   # EfficientFormerV2-S1 ImageNet checkpoint (backbone initialisation for CGRSeg-T)
   python tools/convert_cgrseg_weights.py eformer_s1_450.pth eformer_s1_segdet.pth
+  # official CGRSeg-B+SSA checkpoint, for inference only (teacher gt_* modules dropped)
+  python tools/convert_cgrseg_weights.py --trust-pickle --drop-teacher cgrseg_b_ssa.pth cgrseg_b_ssa_deploy.pth
+  # a segdet SSA training checkpoint -> deploy weights without the teacher branch
+  python tools/convert_cgrseg_weights.py --drop-teacher output/model_final.pth deploy.pth
 
 The output is ``{"model": state_dict}`` with ``backbone.*`` / ``sem_seg_head.*`` keys, for
-``MODEL.WEIGHTS`` of configs/ADE20K-SemanticSegmentation/cgrseg/CGRSeg-{T,B,L}.yaml. It is written
-atomically (temporary file + rename). With --config-file the result is checked against the model
-that config builds (no unexpected or shape-mismatched key; for a CGRSeg checkpoint no missing key).
+``MODEL.WEIGHTS`` of configs/ADE20K-SemanticSegmentation/cgrseg/CGRSeg-{T,B,L}[-SSA].yaml. It is
+written atomically (temporary file + rename). With --config-file the result is checked against the
+model that config builds (no unexpected or shape-mismatched key; for a CGRSeg or segdet checkpoint
+no missing key); with --drop-teacher that model is built with MODEL.SSA.WITH_TEACHER False.
 """
 import argparse
 import os
@@ -34,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--bias-resolution", type=int, default=512,
                         help="input size the segmentation bias tables are built for "
                              "(MODEL.EFFICIENTFORMER_V2.BIAS_RESOLUTION, default 512)")
+    parser.add_argument("--drop-teacher", action="store_true",
+                        help="drop the SSA teacher branch (gt_center_* keys): weights for inference / "
+                             "MODEL.SSA.WITH_TEACHER False")
     parser.add_argument("--config-file", default=None,
                         help="optional segdet config: verify the converted keys/shapes against its model")
     return parser.parse_args(argv)
@@ -45,12 +54,16 @@ def main(argv=None) -> int:
     from segdet.utils.cgrseg_convert import compare_state_dicts, convert_checkpoint, load_checkpoint_file
 
     obj = load_checkpoint_file(args.input, trust_pickle=args.trust_pickle)
-    state, kind = convert_checkpoint(obj, variant=args.variant, bias_resolution=args.bias_resolution)
+    state, kind = convert_checkpoint(obj, variant=args.variant, bias_resolution=args.bias_resolution,
+                                     drop_teacher=args.drop_teacher)
     if args.config_file:
         from detectron2.modeling import build_model
         from segdet.utils.config_io import load_config
 
-        model = build_model(load_config(args.config_file, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"]))
+        opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"]
+        if args.drop_teacher:
+            opts += ["MODEL.SSA.WITH_TEACHER", "False"]
+        model = build_model(load_config(args.config_file, opts))
         missing, unexpected, mismatched = compare_state_dicts(state, model.state_dict())
         if kind == "imagenet":
             missing = [k for k in missing if not k.startswith("sem_seg_head.")]

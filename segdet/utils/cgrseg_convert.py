@@ -1,9 +1,18 @@
 """Convert official CGRSeg / EfficientFormerV2 checkpoints to segdet state dicts.
 
-Two inputs are understood:
+Three inputs are understood:
 
 * an official mmseg CGRSeg checkpoint: ``{"state_dict": {"backbone.*", "decode_head.*"}, "meta":
   ...}``. Keys map 1:1: ``backbone.X -> backbone.X``, ``decode_head.X -> sem_seg_head.X``.
+  Official CGRSeg+SSA checkpoints (``CGRSeg_ssa`` head: no ``lgc`` / DPG, plus the SSA modules
+  ``get_feat_pos``, ``center_pos``, ``center_content_proj``, ``center_pos_proj``, ``center_proj``
+  and the teacher's ``gt_center_content_proj``, ``gt_center_pos_proj``, ``gt_center_proj``) map
+  ``decode_head.<ssa module>.X -> sem_seg_head.ssa.<ssa module>.X`` (``CGRSegSSAHead``); keys of
+  the training-only loss modules (``decode_head.criterion.*``, ``decode_head.ssa_loss.*``) are
+  dropped. ``drop_teacher=True`` also drops the teacher's ``gt_*`` keys, for a model built with
+  ``MODEL.SSA.WITH_TEACHER False``.
+* a segdet checkpoint (``sem_seg_head.*`` keys, e.g. a training ``model_final.pth``): kept as
+  is, except that ``drop_teacher=True`` removes the SSA teacher keys (deploy export).
 * an EfficientFormerV2 ImageNet checkpoint (``{"model": ...}`` or a bare state dict, keys without
   a ``backbone.`` prefix). The classifier (``norm.*``, ``head.*``, ``dist_head.*``) is dropped,
   and so are the ImageNet relative-position tables: as in the official segmentation code the
@@ -11,8 +20,9 @@ Two inputs are understood:
   ``attention_biases`` / ``attention_bias_idxs`` get segdet's defaults (zeros / indices). The
   result holds ``backbone.*`` only; the head trains from scratch.
 
-The output state dict loads into the model of the matching ``CGRSeg-{T,B,L}.yaml`` with no
-unexpected key (and, for a CGRSeg checkpoint, no missing key).
+The output state dict loads into the model of the matching ``CGRSeg-{T,B,L}.yaml`` /
+``CGRSeg-{B,L}-SSA.yaml`` with no unexpected key (and, for a CGRSeg checkpoint, no missing key;
+with ``drop_teacher``, into the model built with ``MODEL.SSA.WITH_TEACHER False``).
 """
 import pickle
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -24,6 +34,7 @@ __all__ = [
     "extract_state_dict",
     "map_official_key",
     "infer_variant",
+    "SSA_MODULES",
     "convert_cgrseg_state_dict",
     "convert_imagenet_state_dict",
     "convert_checkpoint",
@@ -33,6 +44,12 @@ __all__ = [
 _IMAGENET_DROP_PREFIXES = ("norm.", "head.", "dist_head.")
 _IMAGENET_TABLES = ("attention_biases", "attention_bias_idxs")
 _SEG_TABLES = ("attention_biases_seg", "attention_bias_idxs_seg")
+# Official SSA sub-modules of ``decode_head`` (inference ones, then the teacher's); they live
+# under ``sem_seg_head.ssa.`` in segdet's CGRSegSSAHead.
+SSA_MODULES = ("get_feat_pos", "center_pos", "center_content_proj", "center_pos_proj", "center_proj",
+               "gt_center_content_proj", "gt_center_pos_proj", "gt_center_proj")
+# Training-only loss modules of the official SSA heads (dropped if they hold any tensor).
+_SSA_LOSS_MODULES = ("criterion", "ssa_loss")
 # (stem width, depth of the last stage) -> variant
 _VARIANT_SIGNATURES = {(32, 4): "S0", (32, 6): "S1", (32, 8): "S2", (40, 10): "L"}
 
@@ -77,11 +94,15 @@ def extract_state_dict(obj: Any) -> Dict[str, torch.Tensor]:
 
 
 def map_official_key(key: str) -> str:
-    """Official CGRSeg key -> segdet key (``decode_head.`` -> ``sem_seg_head.``)."""
+    """Official CGRSeg (+SSA) key -> segdet key (``decode_head.`` -> ``sem_seg_head.``; SSA modules
+    ``decode_head.<m>.`` -> ``sem_seg_head.ssa.<m>.``)."""
     if key.startswith("backbone."):
         return key
     if key.startswith("decode_head."):
-        return "sem_seg_head." + key[len("decode_head."):]
+        rest = key[len("decode_head."):]
+        if rest.split(".", 1)[0] in SSA_MODULES:
+            return "sem_seg_head.ssa." + rest
+        return "sem_seg_head." + rest
     raise KeyError(f"official CGRSeg key {key!r}: expected a 'backbone.' or 'decode_head.' prefix")
 
 
@@ -99,9 +120,21 @@ def infer_variant(backbone_state: Mapping[str, torch.Tensor]) -> str:
     return variant
 
 
-def convert_cgrseg_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Official mmseg CGRSeg state dict -> segdet keys (tensors shared, not copied)."""
-    return {map_official_key(k): v for k, v in state.items()}
+def _is_ssa_loss_key(key: str) -> bool:
+    return key.startswith(tuple(f"decode_head.{m}." for m in _SSA_LOSS_MODULES))
+
+
+def convert_cgrseg_state_dict(state: Mapping[str, torch.Tensor], drop_teacher: bool = False
+                              ) -> Dict[str, torch.Tensor]:
+    """Official mmseg CGRSeg (+SSA) state dict -> segdet keys (tensors shared, not copied).
+
+    Args:
+        drop_teacher: also drop the SSA teacher's ``gt_*`` keys (inference / deploy weights).
+    """
+    from segdet.modeling.sem_seg.ssa_head import is_ssa_teacher_key
+
+    return {map_official_key(k): v for k, v in state.items()
+            if not _is_ssa_loss_key(k) and not (drop_teacher and is_ssa_teacher_key(k))}
 
 
 def convert_imagenet_state_dict(state: Mapping[str, torch.Tensor], variant: Optional[str] = None,
@@ -132,17 +165,22 @@ def convert_imagenet_state_dict(state: Mapping[str, torch.Tensor], variant: Opti
     return out
 
 
-def convert_checkpoint(obj: Any, variant: Optional[str] = None, bias_resolution: int = 512
-                       ) -> Tuple[Dict[str, torch.Tensor], str]:
-    """Any supported checkpoint object -> (segdet state dict, kind) with kind "cgrseg" or
-    "imagenet"."""
+def convert_checkpoint(obj: Any, variant: Optional[str] = None, bias_resolution: int = 512,
+                       drop_teacher: bool = False) -> Tuple[Dict[str, torch.Tensor], str]:
+    """Any supported checkpoint object -> (segdet state dict, kind) with kind "segdet", "cgrseg"
+    or "imagenet". ``drop_teacher`` removes the SSA teacher keys (segdet and CGRSeg kinds)."""
+    from segdet.modeling.sem_seg.ssa_head import strip_ssa_teacher
+
     state = extract_state_dict(obj)
+    if any(k.startswith("sem_seg_head.") for k in state):
+        return (strip_ssa_teacher(state) if drop_teacher else dict(state)), "segdet"
     if any(k.startswith(("backbone.", "decode_head.")) for k in state):
-        return convert_cgrseg_state_dict(state), "cgrseg"
+        return convert_cgrseg_state_dict(state, drop_teacher=drop_teacher), "cgrseg"
     if any(k.startswith(("patch_embed.", "network.")) for k in state):
         return convert_imagenet_state_dict(state, variant, bias_resolution), "imagenet"
-    raise ValueError(f"checkpoint: neither a CGRSeg ('backbone.*', 'decode_head.*') nor an EfficientFormerV2 "
-                     f"ImageNet ('patch_embed.*', 'network.*') state dict; first keys: {list(state)[:5]}")
+    raise ValueError(f"checkpoint: neither a segdet ('sem_seg_head.*'), a CGRSeg ('backbone.*', 'decode_head.*') "
+                     f"nor an EfficientFormerV2 ImageNet ('patch_embed.*', 'network.*') state dict; first keys: "
+                     f"{list(state)[:5]}")
 
 
 def compare_state_dicts(converted: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor]

@@ -220,6 +220,7 @@ class _Toy(nn.Module):
 
 def _cfg(**dsd):
     cfg = get_segdet_cfg()
+    cfg.DISTILL.DSD.STUDENT_LOGITS = cfg.DISTILL.DSD.TEACHER_LOGITS = "sem_seg_head.conv_seg"  # the toy model's logits
     cfg.DISTILL.DSD.STUDENT_LAYERS = ("backbone.stages.1", "backbone.stages.2")
     cfg.DISTILL.DSD.TEACHER_LAYERS = ("backbone.stages.1", "backbone.stages.2")
     for k, v in dsd.items():

@@ -15,6 +15,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
+from ..fusion import InferenceFusable, conv_to_channel_affine, fold_conv_bn
 from .dpg import DPGHead, spatial_gather
 from .losses import sem_seg_cross_entropy
 from .rcm import RCM
@@ -22,7 +23,7 @@ from .rcm import RCM
 __all__ = ["ConvNormAct", "FuseBlockMulti", "RCMStack", "pyramid_pool", "CGRSegHead"]
 
 
-class ConvNormAct(nn.Module):
+class ConvNormAct(InferenceFusable):
     """1x1 conv (no bias) + norm (+ ReLU): mmcv's ConvModule as used by the head.
     Init: kaiming-normal (fan_out, relu), norm weight 1 / bias 0. (B, Cin, H, W) -> (B, Cout, H, W)."""
 
@@ -36,6 +37,12 @@ class ConvNormAct(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn(self.conv(x))
         return self.activate(x) if self.activate is not None else x
+
+    def _fuse_for_inference(self) -> None:
+        conv = fold_conv_bn(self.conv, self.bn)
+        if conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels:
+            conv = conv_to_channel_affine(conv)  # depthwise 1x1 (linear_fuse): per-channel affine
+        self.conv, self.bn = conv, nn.Identity()
 
 
 class FuseBlockMulti(nn.Module):
@@ -77,14 +84,15 @@ def pyramid_pool(features: Sequence[torch.Tensor], stride: int = 2) -> torch.Ten
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class CGRSegHead(nn.Module):
+class CGRSegHead(InferenceFusable):
     """CGRSeg head on stride-8/16/32 features.
 
     ``forward(features, targets=None)``: eval -> (logits (B, K, H, W) upsampled bilinearly to
     ``common_stride`` x the stride-8 grid, i.e. the padded input size; {}); training ->
     (None, {"loss_sem_seg": CE of the final logits upsampled to the label size}).
     ``decode_features(features)`` -> (B, C, H/8, W/8) reconstructed features (before
-    ``linear_fuse``); ``layers(features)`` -> (B, K, H/8, W/8) final logits.
+    ``linear_fuse``); ``layers(features)`` -> (B, K, H/8, W/8) final logits, also the output of
+    the ``logits_tap`` Identity module (for feature taps).
     """
 
     @configurable
@@ -145,6 +153,9 @@ class CGRSegHead(nn.Module):
         nn.init.normal_(self.conv_seg.weight, 0.0, 0.01)
         nn.init.zeros_(self.conv_seg.bias)
         self.lgc: Optional[DPGHead] = DPGHead(channels, channels) if use_dpg else None
+        # Identity on the final stride-8 logits: a named module for feature taps (e.g. DSD's CSD
+        # on "sem_seg_head.logits_tap"); no parameters, so the state-dict keys are unchanged.
+        self.logits_tap = nn.Identity()
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -186,7 +197,10 @@ class CGRSegHead(nn.Module):
         x: Optional[torch.Tensor] = None
         for i in range(len(xs) - 1, -1, -1):
             local = xs[i]
-            if x is not None:
+            if x is not None and self._fused_for_inference:  # 1x1 conv at the coarse resolution
+                local = local + F.interpolate(self.conv[i](x), size=local.shape[-2:], mode="bilinear",
+                                              align_corners=False)
+            elif x is not None:
                 up = F.interpolate(x, size=local.shape[-2:], mode="bilinear", align_corners=False)
                 local = local + self.conv[i](up)
             x = self.SIM[i](self.meta[i](local), contexts[i])
@@ -201,8 +215,8 @@ class CGRSegHead(nn.Module):
         return self.conv_seg(self.dropout(refined))
 
     def layers(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """Final logits at stride 8: (B, K, H/8, W/8)."""
-        return self.classify(self.decode_features(features))
+        """Final logits at stride 8: (B, K, H/8, W/8), passed through ``logits_tap``."""
+        return self.logits_tap(self.classify(self.decode_features(features)))
 
     def forward(self, features: Dict[str, torch.Tensor], targets: Optional[torch.Tensor] = None
                 ) -> Tuple[Optional[torch.Tensor], Dict[str, torch.Tensor]]:
@@ -212,7 +226,17 @@ class CGRSegHead(nn.Module):
                 raise ValueError("CGRSegHead: targets (B, H, W) are required in training mode")
             return None, self.losses(logits, targets)
         size = (logits.shape[-2] * self.common_stride, logits.shape[-1] * self.common_stride)
+        if self._fused_for_inference:
+            # Upsample from NCHW so that the (large) output is NCHW too, whatever the model's
+            # memory format: the post-processing crop + resize is far slower on channels-last.
+            logits = logits.contiguous()
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False), {}
+
+    def _fuse_for_inference(self) -> None:
+        for module in self.modules():
+            if module is not self and isinstance(module, InferenceFusable):
+                module.fuse_for_inference()
+        self.dropout = nn.Identity()
 
     def losses(self, logits: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Cross-entropy of logits (B, K, h, w) upsampled to the labels (B, H, W)."""
