@@ -98,3 +98,27 @@ def test_two_process_ddp_distillation_on_cpu(tmp_path, monkeypatch):
     student_cfg = load_config("configs/Samples/faster_rcnn_mnv2_fpn_trees.yaml", [
         "MODEL.MOBILENET_V2.WEIGHTS", "", "MODEL.FPN.OUT_CHANNELS", "32"])
     load_weights_strict(build_model(student_cfg), str(out / "model_student_final.pth"), what="student")
+
+
+def test_semantic_segmentation_train_and_eval(tmp_path, monkeypatch):
+    """The segmentation path: sem-seg mapper, SegdetSemanticSegmentor, mIoU evaluator, overlays."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "seg"
+    args = Namespace(
+        config_file=os.path.join(ROOT, "configs/Samples/semseg_fpn_mnv2_street.yaml"), resume=False,
+        eval_only=False, eval_teacher=False, num_gpus=1, num_machines=1, machine_rank=0, dist_url="auto",
+        opts=["MODEL.MOBILENET_V2.WEIGHTS", "", "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "3",
+              "DATASETS.TRAIN", "('synthetic_sem_seg_train',)", "DATASETS.TEST", "('synthetic_sem_seg_val',)",
+              "INPUT.SEM_SEG.SCALE", "(128, 96)", "INPUT.SEM_SEG.CROP_SIZE", "(64, 64)",
+              "INPUT.SEM_SEG.TEST_SCALE", "(128, 96)", "SOLVER.IMS_PER_BATCH", "2",
+              "DATALOADER.NUM_WORKERS", "0", "TEST.VIS_NUM_IMAGES", "1"])
+    results = train_net_main_with_synthetic_data(args, str(tmp_path / "data"))
+    metrics = results["sem_seg"]
+    assert {"mIoU", "mAcc", "aAcc", "IoU-rectangle", "IoU-disk"} <= set(metrics)
+    assert 0.0 <= metrics["aAcc"] <= 100.0
+    assert (out / "model_final.pth").is_file() and (out / "training_curves.png").is_file()
+    overlays = list((out / "inference" / "synthetic_sem_seg_val" / "visualizations").glob("*.png"))
+    assert len(overlays) == 1
+    from PIL import Image
+
+    assert Image.open(overlays[0]).size == (2 * 128, 96)  # ground truth | prediction
