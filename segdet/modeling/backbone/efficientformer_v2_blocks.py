@@ -11,6 +11,13 @@ official behaviour). In eval mode the gathered/resized bias is cached per (Nq, N
 dropped on ``train()``, on ``load_state_dict`` and whenever the table or index is modified in
 place. The ImageNet tables ``attention_biases`` / ``attention_bias_idxs`` are kept as unused
 buffers only so that official segmentation checkpoints load 1:1.
+
+Inference fusion (``fuse_for_inference()``, eval only, in place, idempotent; see
+:mod:`segdet.modeling.fusion`): every conv + BatchNorm pair becomes one conv, the attention
+scale is folded into the query conv and the layer scales into the last conv of their branch;
+the stride-2 attention upsamples its 1024-channel map in channels-last layout (the NCHW
+bilinear kernel is an order of magnitude slower for many channels on few pixels). A fused
+block refuses ``train()``.
 """
 import math
 from typing import Callable, Dict, Optional, Tuple
@@ -18,6 +25,8 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ..fusion import InferenceFusable, fold_conv_bn, scale_conv_output
 
 __all__ = [
     "relative_position_index",
@@ -31,6 +40,7 @@ __all__ = [
     "ConvDownsample",
     "AttnDownsample",
     "make_stem",
+    "fuse_stem",
 ]
 
 NormLayer = Callable[[int], nn.Module]
@@ -79,7 +89,30 @@ def _conv_bn(cin: int, cout: int, norm: NormLayer, kernel: int = 1, stride: int 
     )
 
 
-class Mlp(nn.Module):
+def _fold_seq(seq: nn.Module) -> nn.Module:
+    """``Sequential(conv, bn)`` from :func:`_conv_bn` -> the folded conv (other modules as is)."""
+    if isinstance(seq, nn.Sequential) and len(seq) == 2 and isinstance(seq[0], nn.Conv2d) \
+            and not isinstance(seq[1], nn.Identity):
+        return fold_conv_bn(seq[0], seq[1])
+    return seq
+
+
+def _gelu_(x: torch.Tensor) -> torch.Tensor:
+    """GELU (exact, erf) in place when no gradient is recorded (x must be a temporary the caller
+    owns): saves allocating, and page-faulting, a fresh output map."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.gelu(x)
+    return torch.ops.aten.gelu_(x)
+
+
+def _upsample_channels_last(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Bilinear (align_corners=False) resize computed in channels-last layout (the output stays
+    channels-last; the values equal the NCHW kernel's up to rounding)."""
+    return F.interpolate(x.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear",
+                         align_corners=False)
+
+
+class Mlp(InferenceFusable):
     """1x1 conv (C -> hidden) + norm + GELU, depthwise 3x3 + norm + GELU, 1x1 conv + norm.
 
     (B, C, H, W) -> (B, C_out, H, W).
@@ -101,9 +134,22 @@ class Mlp(nn.Module):
             nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fused_for_inference:
+            return self.fc2(_gelu_(self.mid(_gelu_(self.fc1(x)))))
         x = self.act(self.norm1(self.fc1(x)))
         x = self.act(self.mid_norm(self.mid(x)))
         return self.norm2(self.fc2(x))
+
+    def _fuse_for_inference(self) -> None:
+        self.fc1, self.norm1 = fold_conv_bn(self.fc1, self.norm1), nn.Identity()
+        self.mid, self.mid_norm = fold_conv_bn(self.mid, self.mid_norm), nn.Identity()
+        self.fc2, self.norm2 = fold_conv_bn(self.fc2, self.norm2), nn.Identity()
+
+    def scale_output_(self, scale: torch.Tensor) -> None:
+        """Fold a per-channel output scale (a layer scale) into ``fc2`` (fused modules only)."""
+        if not self._fused_for_inference:
+            raise RuntimeError("Mlp.scale_output_: fuse_for_inference() first")
+        self.fc2 = scale_conv_output(self.fc2, scale)
 
 
 def _mix_heads(conv: nn.Conv2d, attn: torch.Tensor) -> torch.Tensor:
@@ -116,7 +162,7 @@ def _mix_heads(conv: nn.Conv2d, attn: torch.Tensor) -> torch.Tensor:
     return out.view(attn.shape)
 
 
-class _RelativeBiasMixin(nn.Module):
+class _RelativeBiasMixin(InferenceFusable):
     """Seg bias table + index, the unused ImageNet buffers, and the per-grid eval cache."""
 
     def _init_biases(self, num_heads: int, resolution: int, imagenet_resolution: int,
@@ -159,7 +205,13 @@ class _RelativeBiasMixin(nn.Module):
         table = self.attention_biases_seg
         if self.training or (torch.is_grad_enabled() and table.requires_grad):
             return self._compute_bias(nq, nk)
-        version = (table._version, self.attention_bias_idxs_seg._version, table.data_ptr())
+        idx = self.attention_bias_idxs_seg
+        if table.is_inference() or idx.is_inference():
+            # Tensors created under torch.inference_mode (e.g. a model deep-copied there) track
+            # no version counter: key the cache on the storage only.
+            version = (None, None, table.data_ptr(), idx.data_ptr())
+        else:
+            version = (table._version, idx._version, table.data_ptr(), idx.data_ptr())
         if version != self._bias_cache_version:
             self._bias_cache = {}
             self._bias_cache_version = version
@@ -205,6 +257,8 @@ class Attention4D(_RelativeBiasMixin):
         self._init_biases(num_heads, resolution, imagenet_resolution, query_stride=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fused_for_inference:
+            return self._forward_fused(x)
         B, _, H, W = x.shape
         if self.stride_conv is not None:
             x = self.stride_conv(x)
@@ -224,8 +278,41 @@ class Attention4D(_RelativeBiasMixin):
             out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
         return self.proj(out)
 
+    def _fuse_for_inference(self) -> None:
+        if self.stride_conv is not None:
+            self.stride_conv = _fold_seq(self.stride_conv)
+        # softmax(q^T k * scale): the scale goes into the query conv.
+        self.q = scale_conv_output(_fold_seq(self.q), torch.full((self.q[0].out_channels,), self.scale))
+        self.k, self.v, self.v_local = _fold_seq(self.k), _fold_seq(self.v), _fold_seq(self.v_local)
+        self.proj = nn.Sequential(self.proj[0], fold_conv_bn(self.proj[1], self.proj[2]))
 
-class LGQuery(nn.Module):
+    def scale_output_(self, scale: torch.Tensor) -> None:
+        """Fold a per-channel output scale (a layer scale) into the projection (fused only)."""
+        if not self._fused_for_inference:
+            raise RuntimeError("Attention4D.scale_output_: fuse_for_inference() first")
+        self.proj[1] = scale_conv_output(self.proj[1], scale)
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        if self.stride_conv is not None:
+            x = self.stride_conv(x)
+        h, w = x.shape[-2:]
+        n = h * w
+        q = self.q(x).reshape(B, self.num_heads, self.key_dim, n).transpose(-2, -1)
+        k = self.k(x).reshape(B, self.num_heads, self.key_dim, n)
+        v = self.v(x)
+        v_local = self.v_local(v)
+        attn = torch.matmul(q, k).add_(self.attention_bias(n, n))
+        attn = _mix_heads(self.talking_head1, attn).softmax(dim=-1)
+        attn = _mix_heads(self.talking_head2, attn)
+        out = torch.matmul(v.reshape(B, self.num_heads, self.d, n), attn.transpose(-2, -1))
+        out = v_local.add_(out.view(B, self.dh, h, w))
+        if self.stride_conv is not None:
+            out = _upsample_channels_last(out, (H, W))
+        return self.proj[1](_gelu_(out))
+
+
+class LGQuery(InferenceFusable):
     """Local-global query: depthwise 3x3 stride-2 conv + stride-2 subsampling, then 1x1 conv +
     norm. (B, C, H, W) -> (B, C_out, ceil(H/2), ceil(W/2))."""
 
@@ -237,6 +324,15 @@ class LGQuery(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.local(x) + self.pool(x))
+
+    def _fuse_for_inference(self) -> None:
+        self.proj = _fold_seq(self.proj)
+
+    def scale_output_(self, scale: torch.Tensor) -> None:
+        """Fold a per-channel output scale into the (fused) projection."""
+        if not self._fused_for_inference:
+            raise RuntimeError("LGQuery.scale_output_: fuse_for_inference() first")
+        self.proj = scale_conv_output(self.proj, scale)
 
 
 class Attention4DDownsample(_RelativeBiasMixin):
@@ -260,7 +356,15 @@ class Attention4DDownsample(_RelativeBiasMixin):
         self.proj = nn.Sequential(nn.GELU(), nn.Conv2d(self.dh, out_dim, 1), norm(out_dim))
         self._init_biases(num_heads, resolution, imagenet_resolution, query_stride=2)
 
+    def _fuse_for_inference(self) -> None:
+        self.q.fuse_for_inference()
+        self.q.scale_output_(torch.full((self.q.proj.out_channels,), self.scale))
+        self.k, self.v, self.v_local = _fold_seq(self.k), _fold_seq(self.v), _fold_seq(self.v_local)
+        self.proj = nn.Sequential(self.proj[0], fold_conv_bn(self.proj[1], self.proj[2]))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fused_for_inference:
+            return self._forward_fused(x)
         B, _, H, W = x.shape
         q = self.q(x)
         h, w = q.shape[-2:]
@@ -273,8 +377,21 @@ class Attention4DDownsample(_RelativeBiasMixin):
         out = torch.matmul(v.reshape(B, self.num_heads, self.d, nk), attn.transpose(-2, -1))
         return self.proj(out.reshape(B, self.dh, h, w) + v_local)
 
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        q = self.q(x)  # the attention scale is folded in
+        h, w = q.shape[-2:]
+        nq, nk = h * w, H * W
+        q = q.reshape(B, self.num_heads, self.key_dim, nq).transpose(-2, -1)
+        k = self.k(x).reshape(B, self.num_heads, self.key_dim, nk)
+        v = self.v(x)
+        v_local = self.v_local(v)
+        attn = torch.matmul(q, k).add_(self.attention_bias(nq, nk)).softmax(dim=-1)
+        out = torch.matmul(v.reshape(B, self.num_heads, self.d, nk), attn.transpose(-2, -1))
+        return self.proj[1](_gelu_(v_local.add_(out.view(B, self.dh, h, w))))
 
-class FFN(nn.Module):
+
+class FFN(InferenceFusable):
     """``x + ls2 * DropPath(Mlp(x))``; (B, C, H, W) -> same."""
 
     def __init__(self, dim: int, mlp_ratio: float, drop_path: float = 0.0,
@@ -285,10 +402,16 @@ class FFN(nn.Module):
         self.layer_scale_2 = nn.Parameter(torch.full((dim, 1, 1), float(layer_scale_init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fused_for_inference:  # layer scale folded into mlp.fc2, no drop path in eval
+            return self.mlp(x).add_(x)
         return x + self.drop_path(self.layer_scale_2 * self.mlp(x))
 
+    def _fuse_for_inference(self) -> None:
+        self.mlp.fuse_for_inference()
+        self.mlp.scale_output_(self.layer_scale_2)
 
-class AttnFFN(nn.Module):
+
+class AttnFFN(InferenceFusable):
     """``x + ls1 * DP(Attention4D(x))`` then ``x + ls2 * DP(Mlp(x))``; (B, C, H, W) -> same."""
 
     def __init__(self, dim: int, mlp_ratio: float, resolution: int, imagenet_resolution: int,
@@ -302,11 +425,20 @@ class AttnFFN(nn.Module):
         self.layer_scale_2 = nn.Parameter(torch.full((dim, 1, 1), float(layer_scale_init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fused_for_inference:  # layer scales folded into the last convs
+            x = self.token_mixer(x).add_(x)
+            return self.mlp(x).add_(x)
         x = x + self.drop_path(self.layer_scale_1 * self.token_mixer(x))
         return x + self.drop_path(self.layer_scale_2 * self.mlp(x))
 
+    def _fuse_for_inference(self) -> None:
+        self.token_mixer.fuse_for_inference()
+        self.token_mixer.scale_output_(self.layer_scale_1)
+        self.mlp.fuse_for_inference()
+        self.mlp.scale_output_(self.layer_scale_2)
 
-class ConvDownsample(nn.Module):
+
+class ConvDownsample(InferenceFusable):
     """Conv 3x3 stride 2 + norm: (B, C_in, H, W) -> (B, C_out, ceil(H/2), ceil(W/2))."""
 
     def __init__(self, in_chans: int, embed_dim: int, norm: NormLayer = nn.BatchNorm2d):
@@ -317,8 +449,11 @@ class ConvDownsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x))
 
+    def _fuse_for_inference(self) -> None:
+        self.proj, self.norm = fold_conv_bn(self.proj, self.norm), nn.Identity()
 
-class AttnDownsample(nn.Module):
+
+class AttnDownsample(InferenceFusable):
     """The "asub" embedding: conv 3x3 stride 2 + norm, plus :class:`Attention4DDownsample`.
     (B, C_in, H, W) -> (B, C_out, ceil(H/2), ceil(W/2))."""
 
@@ -331,6 +466,17 @@ class AttnDownsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.attn(x) + self.bn(self.conv(x))
+
+    def _fuse_for_inference(self) -> None:
+        self.attn.fuse_for_inference()
+        self.conv, self.bn = fold_conv_bn(self.conv, self.bn), nn.Identity()
+
+
+def fuse_stem(stem: nn.Sequential) -> None:
+    """Fold the two conv + norm pairs of a :func:`make_stem` stem in place (idempotent)."""
+    for i in (0, 3):
+        if not isinstance(stem[i + 1], nn.Identity):
+            stem[i], stem[i + 1] = fold_conv_bn(stem[i], stem[i + 1]), nn.Identity()
 
 
 def make_stem(in_chans: int, out_chans: int, norm: NormLayer = nn.BatchNorm2d) -> nn.Sequential:
