@@ -257,8 +257,7 @@ class Attention4D(_RelativeBiasMixin):
         self._init_biases(num_heads, resolution, imagenet_resolution, query_stride=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fused_for_inference:
-            return self._forward_fused(x)
+        fused = self._fused_for_inference  # eval-only: scale folded into q, BNs into convs
         B, _, H, W = x.shape
         if self.stride_conv is not None:
             x = self.stride_conv(x)
@@ -268,15 +267,22 @@ class Attention4D(_RelativeBiasMixin):
         k = self.k(x).reshape(B, self.num_heads, self.key_dim, n)
         v = self.v(x)
         v_local = self.v_local(v)
-        attn = torch.matmul(q, k).mul_(self.scale).add_(self.attention_bias(n, n))
+        attn = torch.matmul(q, k)
+        if not fused:
+            attn = attn.mul_(self.scale)
+        attn = attn.add_(self.attention_bias(n, n))
         attn = _mix_heads(self.talking_head1, attn).softmax(dim=-1)
         attn = _mix_heads(self.talking_head2, attn)  # (B, heads, n, n)
         # (B, heads, d, n) @ (B, heads, n, n)^T -> (B, heads, d, n): no transpose of the output.
         out = torch.matmul(v.reshape(B, self.num_heads, self.d, n), attn.transpose(-2, -1))
-        out = out.reshape(B, self.dh, h, w) + v_local
+        out = out.reshape(B, self.dh, h, w)
+        out = v_local.add_(out) if fused else out + v_local
         if self.stride_conv is not None:
-            out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
-        return self.proj(out)
+            if fused:
+                out = _upsample_channels_last(out, (H, W))
+            else:
+                out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
+        return self.proj[1](_gelu_(out)) if fused else self.proj(out)
 
     def _fuse_for_inference(self) -> None:
         if self.stride_conv is not None:
@@ -291,25 +297,6 @@ class Attention4D(_RelativeBiasMixin):
         if not self._fused_for_inference:
             raise RuntimeError("Attention4D.scale_output_: fuse_for_inference() first")
         self.proj[1] = scale_conv_output(self.proj[1], scale)
-
-    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
-        if self.stride_conv is not None:
-            x = self.stride_conv(x)
-        h, w = x.shape[-2:]
-        n = h * w
-        q = self.q(x).reshape(B, self.num_heads, self.key_dim, n).transpose(-2, -1)
-        k = self.k(x).reshape(B, self.num_heads, self.key_dim, n)
-        v = self.v(x)
-        v_local = self.v_local(v)
-        attn = torch.matmul(q, k).add_(self.attention_bias(n, n))
-        attn = _mix_heads(self.talking_head1, attn).softmax(dim=-1)
-        attn = _mix_heads(self.talking_head2, attn)
-        out = torch.matmul(v.reshape(B, self.num_heads, self.d, n), attn.transpose(-2, -1))
-        out = v_local.add_(out.view(B, self.dh, h, w))
-        if self.stride_conv is not None:
-            out = _upsample_channels_last(out, (H, W))
-        return self.proj[1](_gelu_(out))
 
 
 class LGQuery(InferenceFusable):
