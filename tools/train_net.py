@@ -18,6 +18,11 @@ import json
 import logging
 import os
 import sys
+import warnings
+
+# Known, harmless deprecation noise from torch/detectron2 internals.
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*is deprecated", category=FutureWarning)
+warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
