@@ -54,11 +54,24 @@ def setup(args):
     return cfg
 
 
+def _json_safe(value):
+    """Nested results with NaN/inf as None (strict JSON) and numbers as floats."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return number if number == number and abs(number) != float("inf") else None
+
+
 def write_results(cfg, results, name="eval_results.json"):
     if comm.is_main_process() and results:
         path = os.path.join(cfg.OUTPUT_DIR, name)
         with open(path + ".tmp", "w") as f:
-            json.dump(results, f, indent=2, default=float)
+            json.dump(_json_safe(results), f, indent=2, allow_nan=False)
         os.replace(path + ".tmp", path)
         logger.info(f"Evaluation results written to {path}")
 
