@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import segdet  # noqa: E402,F401  (registers everything)
 from segdet.engine import AtomicCheckpointer, Trainer  # noqa: E402
@@ -51,6 +52,8 @@ def setup(args):
         opts += ["DISTILL.EVAL_TEACHER", "True"]
     cfg = load_config(args.config_file, opts)
     default_setup(cfg, args)
+    # segdet's own loggers (teacher cost per step, parameter counts, exports) next to detectron2's
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="segdet", abbrev_name="segdet")
     return cfg
 
 
