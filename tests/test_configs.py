@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from segdet.engine import build_optimizer
-from segdet.utils.testing import synthetic_batch
+from segdet.utils.testing import save_random_teacher_weights, synthetic_batch
 from segdet.utils.config_io import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,10 +24,8 @@ NO_DOWNLOADS = ["MODEL.WEIGHTS", "", "MODEL.MOBILENET_V2.WEIGHTS", "", "MODEL.DE
 
 def _random_teacher_weights(cfg, tmp_path):
     """For a distillation config: random weights for its teacher, so the build can load them."""
-    opts = list(cfg.DISTILL.TEACHER.OPTS) + NO_DOWNLOADS
-    teacher = build_model(load_config(cfg.DISTILL.TEACHER.CONFIG_FILE, opts))
     path = str(tmp_path / "teacher.pth")
-    torch.save({"model": teacher.state_dict()}, path)
+    opts = save_random_teacher_weights(cfg, path, NO_DOWNLOADS)
     return ["DISTILL.TEACHER.WEIGHTS", path, "DISTILL.TEACHER.OPTS", opts]
 
 

@@ -102,12 +102,10 @@ def random_teacher_weights(cfg) -> str:
     """Timing needs no trained teacher: random weights of the right shapes."""
     import tempfile
 
-    from detectron2.modeling import build_model
-    from segdet.utils.config_io import load_config
+    from segdet.utils.testing import save_random_teacher_weights
 
-    teacher_cfg = load_config(cfg.DISTILL.TEACHER.CONFIG_FILE, list(cfg.DISTILL.TEACHER.OPTS) + ["MODEL.DEVICE", cfg.MODEL.DEVICE])
     path = os.path.join(tempfile.mkdtemp(), "teacher.pth")
-    torch.save({"model": build_model(teacher_cfg).state_dict()}, path)
+    save_random_teacher_weights(cfg, path, ["MODEL.DEVICE", cfg.MODEL.DEVICE])
     return path
 
 

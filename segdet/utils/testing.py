@@ -18,6 +18,8 @@ __all__ = [
     "register_synthetic_datasets",
     "train_net_main_with_synthetic_data",
     "synthetic_batch",
+    "load_tool",
+    "save_random_teacher_weights",
 ]
 
 SEM_SEG_CLASSES = ("background", "rectangle", "disk")
@@ -101,18 +103,40 @@ def register_synthetic_datasets(root: str, splits: Sequence[str] = ("train", "va
                 reduce_zero_label=False)
 
 
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` of this checkout as a module (tools are scripts, not a package)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "tools", f"{name}.py")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no tool script at {path} (segdet must be used from its checkout)")
+    spec = importlib.util.spec_from_file_location(f"segdet_tool_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def train_net_main_with_synthetic_data(args, root: str):
     """``tools/train_net.py``'s ``main(args)`` after registering the synthetic datasets (usable
     as the function that detectron2's ``launch`` runs in every process)."""
-    import importlib.util
-
     register_synthetic_datasets(root)
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                        "tools", "train_net.py")
-    spec = importlib.util.spec_from_file_location("segdet_train_net", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(args)
+    return load_tool("train_net").main(args)
+
+
+def save_random_teacher_weights(cfg, path: str, extra_opts: Sequence[str] = ()) -> List[str]:
+    """Build the teacher of a distillation config (its ``DISTILL.TEACHER.OPTS`` plus
+    ``extra_opts``) with random weights and save them to ``path``, so the distillation model can
+    be built where no trained teacher exists (tests, timing). Returns the teacher opts used."""
+    import torch
+    from detectron2.modeling import build_model
+
+    from .config_io import load_config
+
+    opts = list(cfg.DISTILL.TEACHER.OPTS) + list(extra_opts)
+    teacher = build_model(load_config(cfg.DISTILL.TEACHER.CONFIG_FILE, opts))
+    torch.save({"model": teacher.state_dict()}, path)
+    return opts
 
 
 def synthetic_batch(cfg, height: int = 128, width: int = 160, n: int = 2, seed: int = 0) -> List[Dict]:

@@ -1,7 +1,6 @@
 """Official CGRSeg / EfficientFormerV2 checkpoints -> segdet: key mapping against the official
 state-dict fixture, strict loading, the pickle guard and the CLI."""
 import argparse
-import importlib.util
 import json
 import os
 
@@ -21,6 +20,7 @@ from segdet.utils.cgrseg_convert import (
     map_official_key,
 )
 from segdet.utils.config_io import load_config
+from segdet.utils.testing import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE = os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "cgrseg_official_state_dict_shapes.json")
@@ -81,11 +81,7 @@ def test_synthetic_official_checkpoint_loads_strictly(variant):
 
 
 def _load_tool():
-    path = os.path.join(ROOT, "tools", "convert_cgrseg_weights.py")
-    spec = importlib.util.spec_from_file_location("convert_cgrseg_weights", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("convert_cgrseg_weights")
 
 
 def test_cli_pickle_guard_and_detection_checkpointer(tmp_path, capsys):

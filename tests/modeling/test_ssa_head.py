@@ -2,7 +2,6 @@
 wiring of feature / coarse mask / classifier, the eight loss terms, teacher-free inference and
 export, degenerate labels through a real optimizer step, the logits tap, the DDP mask count and
 the official SSA checkpoint converter."""
-import importlib.util
 import os
 
 import pytest
@@ -31,6 +30,7 @@ from segdet.modeling.sem_seg.ssa_head import (
 from segdet.modeling.sem_seg.ssa_losses import SSA_LOSS_NAMES, count_masks, ssa_losses
 from segdet.utils.cgrseg_convert import compare_state_dicts, convert_checkpoint, map_official_key
 from segdet.utils.config_io import load_config
+from segdet.utils.testing import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "ADE20K-SemanticSegmentation", "cgrseg", "CGRSeg-{}.yaml")
@@ -394,11 +394,7 @@ def _official_ssa_checkpoint(model_state):
 
 
 def _load_tool():
-    path = os.path.join(ROOT, "tools", "convert_cgrseg_weights.py")
-    spec = importlib.util.spec_from_file_location("convert_cgrseg_weights", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("convert_cgrseg_weights")
 
 
 @pytest.mark.skipif(not os.path.isfile(FIXTURE), reason="official state-dict fixture not found")
