@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "ChannelAffine",
     "conv_to_channel_affine",
     "InferenceFusable",
+    "ConvGELU",
+    "with_gelu",
 ]
 
 
@@ -168,6 +171,53 @@ def conv_to_channel_affine(conv: nn.Conv2d) -> ChannelAffine:
                          f"padding, got {conv}")
     shift = conv.bias.detach() if conv.bias is not None else torch.zeros_like(conv.weight[:, 0, 0, 0])
     return ChannelAffine(conv.weight.detach().reshape(c), shift)
+
+
+def _onednn_conv_pointwise():
+    """oneDNN's convolution with a fused element-wise post-op (the kernel torch.compile's CPU
+    backend emits for conv + activation), or None where this PyTorch build lacks it."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._convolution_pointwise.default
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_CONV_POINTWISE = _onednn_conv_pointwise()
+
+
+class ConvGELU(nn.Conv2d):
+    """``GELU(conv(x))`` (exact, erf GELU) as one module; same parameters and state-dict keys as
+    the ``nn.Conv2d`` it replaces.
+
+    On CPU float32 without autograd (inference) it runs as one oneDNN convolution with GELU as
+    its post-op, so the activation is applied while the output is still in cache: ~2x faster than
+    conv then GELU on EfficientFormerV2's 1x1 / depthwise maps on 2 threads; the values equal
+    ``F.gelu(conv(x))`` up to float rounding (~1e-6). Elsewhere (GPU, float64, training, builds
+    without oneDNN) it is exactly ``F.gelu(conv(x))``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (_CONV_POINTWISE is not None and torch.backends.mkldnn.enabled and x.device.type == "cpu"
+                and x.dtype == torch.float32 and self.weight.dtype == torch.float32
+                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
+            return _CONV_POINTWISE(x, self.weight, self.bias, list(self.padding), list(self.stride),
+                                   list(self.dilation), self.groups, "gelu", [None], "none")
+        return F.gelu(super().forward(x))
+
+
+def with_gelu(conv: nn.Conv2d) -> ConvGELU:
+    """A :class:`ConvGELU` sharing ``conv``'s weight and bias (zero padding, numeric padding)."""
+    _check_conv(conv, "with_gelu")
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        raise ValueError(f"with_gelu: expected a zero-padded conv with numeric padding, got {conv}")
+    fused = ConvGELU(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                     padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                     bias=conv.bias is not None, device="meta")
+    fused.weight, fused.bias = conv.weight, conv.bias
+    fused.train(conv.training)
+    return fused
 
 
 class InferenceFusable(nn.Module):

@@ -10,8 +10,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from detectron2.modeling import build_model
 
+from segdet.modeling import fusion
 from segdet.modeling.fusion import (
     ChannelAffine,
+    ConvGELU,
     InferenceFusable,
     bn_scale_shift,
     conv_to_channel_affine,
@@ -19,6 +21,7 @@ from segdet.modeling.fusion import (
     fold_bn_into_following_conv,
     fold_conv_bn,
     scale_conv_output,
+    with_gelu,
 )
 from segdet.utils.config_io import load_config
 
@@ -145,6 +148,35 @@ def test_conv_to_channel_affine():
         conv_to_channel_affine(nn.Conv2d(5, 5, 1))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("cin,cout,kernel,stride,groups", [(6, 10, 1, 1, 1), (8, 8, 3, 2, 8), (4, 6, 3, 1, 2)])
+def test_conv_gelu_matches_conv_then_gelu(monkeypatch, channels_last, cin, cout, kernel, stride, groups):
+    conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, groups=groups)
+    fused = with_gelu(conv)
+    assert isinstance(fused, ConvGELU) and fused.weight is conv.weight and fused.bias is conv.bias
+    assert list(fused.state_dict()) == ["weight", "bias"]
+    x = torch.randn(2, cin, 13, 11) * 3
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    reference = nn.functional.gelu(conv(x))
+    # Inference: the one-kernel oneDNN path where the build has it (it is on Linux x86 wheels).
+    calls = []
+    if fusion._CONV_POINTWISE is not None:
+        real = fusion._CONV_POINTWISE
+        monkeypatch.setattr(fusion, "_CONV_POINTWISE", lambda *a: calls.append(a[7]) or real(*a))
+    with torch.inference_mode():
+        out = fused(x)
+    assert calls == (["gelu"] if fusion._CONV_POINTWISE is not None else [])
+    torch.testing.assert_close(out, reference.detach(), rtol=0, atol=1e-5)
+    # Training / autograd: exactly conv then GELU, gradients included.
+    y = fused(x)
+    assert torch.equal(y, reference) and len(calls) <= 1
+    gw = torch.autograd.grad(y.sum(), conv.weight)[0]
+    torch.testing.assert_close(gw, torch.autograd.grad(reference.sum(), conv.weight)[0])
+    with pytest.raises(ValueError, match="numeric padding"):
+        with_gelu(nn.Conv2d(2, 2, 3, padding="same"))
+
+
 class _Toy(InferenceFusable):
     def __init__(self):
         super().__init__()
@@ -218,6 +250,10 @@ def _check_variant(variant: str, sizes):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not any(isinstance(m, (_BatchNorm, nn.Dropout2d)) for m in fast.modules())
     assert fast.backbone.is_fused and fast.sem_seg_head.is_fused
+    # conv + GELU pairs became single ConvGELU modules (stem, FFNs, RCM MLPs)
+    assert sum(isinstance(m, ConvGELU) for m in fast.backbone.modules()) >= 2 + 2 * 4
+    assert any(isinstance(m, ConvGELU) for m in fast.sem_seg_head.modules())
+    assert not any(isinstance(m, nn.GELU) for m in fast.sem_seg_head.modules())
     g = torch.Generator().manual_seed(1)
     for h, w in sizes:
         image = torch.rand(3, h, w, generator=g) * 255

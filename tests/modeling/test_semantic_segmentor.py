@@ -34,6 +34,23 @@ def test_crop_and_resize_matches_detectron2(out_size):
     assert torch.allclose(ours, reference, atol=1e-6)
 
 
+@pytest.mark.parametrize("out_size", [(40, 50), (80, 90)])
+def test_crop_and_resize_channels_last_logits(out_size):
+    """Channels-last logits (a fused channels-last model's output) are resized in channels-last:
+    same values as detectron2's post-processing, channels-last result; the identity is a view."""
+    nchw = torch.randn(1, 6, 48, 64)
+    logits = nchw.contiguous(memory_format=torch.channels_last)[0]  # (K, H, W), class stride 1
+    assert logits.stride(0) == 1
+    ours = crop_and_resize_logits(logits, (40, 50), *out_size)
+    reference = sem_seg_postprocess(nchw[0], (40, 50), *out_size)
+    assert ours.shape == reference.shape == (6, *out_size)
+    assert torch.allclose(ours, reference, atol=1e-5)
+    if out_size != (40, 50):
+        assert ours.stride(0) == 1  # still channels-last
+    else:
+        assert ours.data_ptr() == logits.data_ptr()
+
+
 class _PixelBackbone(Backbone):
     """A per-pixel (1x1) 'backbone': its output at a pixel depends on that pixel only."""
 

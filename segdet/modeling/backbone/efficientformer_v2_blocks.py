@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..fusion import InferenceFusable, fold_conv_bn, scale_conv_output
+from ..fusion import InferenceFusable, fold_conv_bn, scale_conv_output, with_gelu
 
 __all__ = [
     "relative_position_index",
@@ -134,15 +134,16 @@ class Mlp(InferenceFusable):
             nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fused_for_inference:
-            return self.fc2(_gelu_(self.mid(_gelu_(self.fc1(x)))))
+        if self._fused_for_inference:  # fc1 and mid are ConvGELUs
+            return self.fc2(self.mid(self.fc1(x)))
         x = self.act(self.norm1(self.fc1(x)))
         x = self.act(self.mid_norm(self.mid(x)))
         return self.norm2(self.fc2(x))
 
     def _fuse_for_inference(self) -> None:
-        self.fc1, self.norm1 = fold_conv_bn(self.fc1, self.norm1), nn.Identity()
-        self.mid, self.mid_norm = fold_conv_bn(self.mid, self.mid_norm), nn.Identity()
+        self.fc1, self.norm1 = with_gelu(fold_conv_bn(self.fc1, self.norm1)), nn.Identity()
+        self.mid, self.mid_norm = with_gelu(fold_conv_bn(self.mid, self.mid_norm)), nn.Identity()
+        self.act = nn.Identity()
         self.fc2, self.norm2 = fold_conv_bn(self.fc2, self.norm2), nn.Identity()
 
     def scale_output_(self, scale: torch.Tensor) -> None:
@@ -460,10 +461,12 @@ class AttnDownsample(InferenceFusable):
 
 
 def fuse_stem(stem: nn.Sequential) -> None:
-    """Fold the two conv + norm pairs of a :func:`make_stem` stem in place (idempotent)."""
+    """Fold the two conv + norm (+ GELU) triples of a :func:`make_stem` stem into
+    :class:`ConvGELU` modules, in place (idempotent; state-dict keys unchanged)."""
     for i in (0, 3):
         if not isinstance(stem[i + 1], nn.Identity):
-            stem[i], stem[i + 1] = fold_conv_bn(stem[i], stem[i + 1]), nn.Identity()
+            stem[i] = with_gelu(fold_conv_bn(stem[i], stem[i + 1]))
+            stem[i + 1], stem[i + 2] = nn.Identity(), nn.Identity()
 
 
 def make_stem(in_chans: int, out_chans: int, norm: NormLayer = nn.BatchNorm2d) -> nn.Sequential:

@@ -15,11 +15,18 @@ def crop_and_resize_logits(logits: torch.Tensor, image_size, height: int, width:
     """Logits (K, Hp, Wp) of a padded input -> (K, height, width): crop the padding to
     ``image_size`` then resize bilinearly (align_corners=False). Same result as detectron2's
     ``sem_seg_postprocess``, but the resize is skipped when the size already matches (it would be
-    an exact copy of a K×H×W map, ~80 ms for 150 classes at 512² on 2 CPU threads)."""
+    an exact copy of a K×H×W map, ~80 ms for 150 classes at 512² on 2 CPU threads).
+
+    Channels-last logits (class dimension innermost, stride 1) are resized in channels-last: the
+    cropped view is made contiguous in that format first, which is ~5x faster on CPU than
+    resizing the strided view and gives a channels-last result."""
     logits = logits[:, : image_size[0], : image_size[1]]
     if tuple(logits.shape[-2:]) == (height, width):
         return logits
-    return F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    batched = logits[None]
+    if logits.dim() == 3 and logits.stride(0) == 1 and logits.shape[0] > 1:
+        batched = batched.contiguous(memory_format=torch.channels_last)
+    return F.interpolate(batched, size=(height, width), mode="bilinear", align_corners=False)[0]
 
 
 def sliding_windows(

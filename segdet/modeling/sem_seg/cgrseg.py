@@ -225,11 +225,9 @@ class CGRSegHead(InferenceFusable):
             if targets is None:
                 raise ValueError("CGRSegHead: targets (B, H, W) are required in training mode")
             return None, self.losses(logits, targets)
+        # The output keeps the logits' memory format: on a channels-last model the upsample (and
+        # a later argmax over classes) is ~3x faster in channels-last than in NCHW on CPU.
         size = (logits.shape[-2] * self.common_stride, logits.shape[-1] * self.common_stride)
-        if self._fused_for_inference:
-            # Upsample from NCHW so that the (large) output is NCHW too, whatever the model's
-            # memory format: the post-processing crop + resize is far slower on channels-last.
-            logits = logits.contiguous()
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False), {}
 
     def _fuse_for_inference(self) -> None:

@@ -6,7 +6,7 @@ Names follow the official checkpoints (``token_mixer.dwconv_hw``, ``token_mixer.
 import torch
 from torch import nn
 
-from ..fusion import InferenceFusable, fold_bn_into_following_conv, fold_conv_bn, scale_conv_output
+from ..fusion import InferenceFusable, fold_bn_into_following_conv, fold_conv_bn, scale_conv_output, with_gelu
 
 __all__ = ["RCA", "ConvMlp", "RCM"]
 
@@ -81,6 +81,7 @@ class RCM(InferenceFusable):
 
     def _fuse_for_inference(self) -> None:
         self.token_mixer.fuse_for_inference()
-        self.mlp.fc1 = fold_bn_into_following_conv(self.norm, self.mlp.fc1)
+        self.mlp.fc1 = with_gelu(fold_bn_into_following_conv(self.norm, self.mlp.fc1))
+        self.mlp.act = nn.Identity()  # applied by the ConvGELU
         self.mlp.fc2 = scale_conv_output(self.mlp.fc2, self.gamma)
         self.norm = nn.Identity()
