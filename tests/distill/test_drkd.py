@@ -17,6 +17,7 @@ from segdet.distill.losses import DISTILL_LOSS_REGISTRY
 from segdet.distill.losses.drkd import DRKD, DRKDLoss
 from segdet.distill.losses.drkd_functional import (
     batch_normalized_l2,
+    conv1x1,
     filter_seed,
     random_fc_filter,
     roi_align_per_image,
@@ -139,6 +140,47 @@ def test_relation_module_param_counts_and_output():
         InstanceRelation(8, "random_fc")(x)
     with pytest.raises(ValueError, match="relation_filter"):
         InstanceRelation(8, "fancy")
+
+
+@pytest.mark.parametrize("relation_filter", ["none", "learned", "random_fc"])
+def test_stacked_images_equal_one_call_per_image(relation_filter):
+    """One call on several images' instances (counts, an image without boxes included) gives
+    each image's own z and R, with R block-diagonal."""
+    torch.manual_seed(0)
+    rel = InstanceRelation(12, relation_filter)
+    counts = [3, 0, 2, 1]
+    x = torch.randn(sum(counts), 3, 2, 2)
+
+    def gens(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds] if relation_filter == "random_fc" else None
+
+    z, r = rel(x, gens([5, 6, 7, 8]), counts)
+    assert z.shape == x.shape and r.shape == (6, 6)
+    start = 0
+    for b, m in enumerate(counts):
+        if m == 0:
+            continue
+        g = gens([5 + b])
+        zb, rb = rel(x[start:start + m], g[0] if g else None)
+        torch.testing.assert_close(z[start:start + m], zb, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r[start:start + m, start:start + m], rb, rtol=1e-5, atol=1e-6)
+        outside = torch.ones(6, dtype=torch.bool)
+        outside[start:start + m] = False
+        assert torch.all(r[start:start + m][:, outside] == 0)
+        start += m
+    with pytest.raises(ValueError, match="do not add up"):
+        rel(x, gens([1, 2]), [2, 2])
+    if relation_filter == "random_fc":
+        with pytest.raises(ValueError, match="one torch.Generator per image"):
+            rel(x, gens([1]), counts)
+
+
+def test_conv1x1_is_the_1x1_convolution():
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    conv = nn.Conv2d(5, 7, 1).double()
+    torch.testing.assert_close(conv1x1(x, conv.weight, conv.bias), conv(x))
+    torch.testing.assert_close(conv1x1(x, conv.weight), conv(x) - conv.bias.view(1, -1, 1, 1))
+    assert torch.autograd.gradcheck(lambda t: conv1x1(t, conv.weight, conv.bias), (x,))
 
 
 def test_random_fc_filter_is_seeded_and_uses_default_linear_init():

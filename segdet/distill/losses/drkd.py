@@ -25,9 +25,10 @@ from ..taps import resolve_module
 from .base import DistillLoss
 from .drkd_functional import (
     batch_normalized_l2,
+    conv1x1,
     filter_seed,
     per_image_l2,
-    roi_align_per_image,
+    roi_align_stacked,
 )
 from .glore import GloReUnit
 from .registry import DISTILL_LOSS_REGISTRY
@@ -231,7 +232,8 @@ class DRKD(DistillLoss):
         """Σ_l sqrt(r·Σ_b ‖A_l(G^s_l(s_l))_b − G^t_l(t_l)_b‖²) (unweighted)."""
         total = 0.0
         for level in self.levels:
-            student = self.pixel_adapters[level](self.student_glore[level](s[level]))
+            adapter = self.pixel_adapters[level]
+            student = conv1x1(self.student_glore[level](s[level]), adapter.weight, adapter.bias)
             teacher = self.teacher_glore[level](t[level].detach())
             total = total + batch_normalized_l2(student - teacher, self.ref_images)
         return total
@@ -245,22 +247,25 @@ class DRKD(DistillLoss):
             boxes: B tensors (M_b, 4) in input-image pixels.
         """
         num_images = len(boxes)
+        counts = [int(b.shape[0]) for b in boxes]
         iteration = _current_iteration() if self.relation_filter == "random_fc" else 0
         inst_diffs, fore_diffs = [], []
         for level_index, level in enumerate(self.inst_levels):
+            if sum(counts) == 0:
+                break
             stride = self.strides[level]
-            xs = roi_align_per_image(s[level], boxes, self.roi_size, stride)
-            xt = roi_align_per_image(t[level].detach(), boxes, self.roi_size, stride)
-            for b in range(num_images):
-                if xs[b].shape[0] == 0:
-                    continue
-                if level in self.student_relation:
-                    seed = filter_seed(self.seed, iteration, level_index, b)
-                    zs, _ = self.student_relation[level](xs[b], self._generator(seed))
-                    zt, _ = self.teacher_relation[level](xt[b], self._generator(seed))
-                    inst_diffs.append(self.relation_adapters[level](zs) - zt)
-                if level in self.fore_adapters:
-                    fore_diffs.append(self.fore_adapters[level](xs[b]) - xt[b])
+            # every image's instances stacked: one call per module and level, not per image
+            xs = roi_align_stacked(s[level], boxes, self.roi_size, stride)             # (K, C, k, k)
+            xt = roi_align_stacked(t[level].detach(), boxes, self.roi_size, stride)
+            if level in self.student_relation:
+                seeds = [filter_seed(self.seed, iteration, level_index, b) for b in range(num_images)]
+                zs, _ = self.student_relation[level](xs, self._generators(seeds), counts)
+                zt, _ = self.teacher_relation[level](xt, self._generators(seeds), counts)
+                diff = self.relation_adapters[level](zs) - zt
+                inst_diffs.extend(d for d in diff.split(counts) if d.shape[0])
+            if level in self.fore_adapters:
+                diff = self.fore_adapters[level](xs) - xt
+                fore_diffs.extend(d for d in diff.split(counts) if d.shape[0])
         inst = fore = None
         like = s[self.inst_levels[0]]
         if len(self.student_relation):
@@ -273,10 +278,11 @@ class DRKD(DistillLoss):
         return inst, fore
 
     # ------------------------------------------------------------------ helpers
-    def _generator(self, seed: int) -> Optional[torch.Generator]:
+    def _generators(self, seeds: Sequence[int]) -> Optional[List[torch.Generator]]:
+        """One CPU generator per image for the "random_fc" filter (None for the others)."""
         if self.relation_filter != "random_fc":
             return None
-        return torch.Generator().manual_seed(seed)
+        return [torch.Generator().manual_seed(seed) for seed in seeds]
 
     @staticmethod
     def _zero_touching(like: torch.Tensor, *modules: nn.Module) -> torch.Tensor:

@@ -6,6 +6,7 @@ formed: the cost is linear in H·W.
 """
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 __all__ = ["GloReUnit"]
 
@@ -53,17 +54,27 @@ class GloReUnit(nn.Module):
             x: (B, C, H, W).
         Returns:
             (B, C, H, W).
+
+        Computed on the flattened map with matrix products ordered for the fewest per-pixel
+        operations (no convolution kernels, no (S, HW) state map): with X the flattened input,
+        ``V·Pᵀ = W_v·(X·Pᵀ) + b_v·(P·1)ᵀ`` and ``W_e·(Z·P) = (W_e·Z)·P``, so each pixel costs
+        3·C·N multiply-adds instead of C·(S+N) + 2·S·N + C·S. The same function as the
+        module-by-module form, several times faster in forward + backward on the CPU.
         """
-        b, _, h, w = x.shape
-        v = self.conv_state(x).flatten(2)                      # (B, S, HW)
-        p = self.conv_proj(x).flatten(2)                       # (B, N, HW)
-        nodes = torch.bmm(v, p.transpose(1, 2))                # (B, S, N)
+        b, c, h, w = x.shape
+        flat = x.flatten(2)                                                      # (B, C, HW)
+        weight_p = self.conv_proj.weight.view(1, self.num_node, c).expand(b, -1, -1)
+        p = torch.baddbmm(self.conv_proj.bias.view(1, -1, 1), weight_p, flat)     # (B, N, HW)
+        xp = torch.bmm(flat, p.transpose(1, 2))                                  # (B, C, N)
+        nodes = torch.matmul(self.conv_state.weight[:, :, 0, 0], xp) \
+            + self.conv_state.bias.view(1, -1, 1) * p.sum(dim=2).unsqueeze(1)     # (B, S, N)
         if self.normalize:
             nodes = nodes / (h * w)
         # graph convolution: identity + learned adjacency along nodes, then a state mixing
-        hidden = nodes + self.gcn_node(nodes.transpose(1, 2)).transpose(1, 2)   # (B, S, N)
-        z = self.gcn_state(torch.relu(hidden))                 # (B, S, N)
-        y = self.conv_extend(torch.bmm(z, p).view(b, self.num_state, h, w))   # (B, C, H, W)
+        hidden = nodes + F.linear(nodes, self.gcn_node.weight[:, :, 0], self.gcn_node.bias)
+        z = torch.matmul(self.gcn_state.weight[:, :, 0], torch.relu(hidden))    # (B, S, N)
+        extend = torch.matmul(self.conv_extend.weight[:, :, 0, 0], z)          # (B, C, N)
+        y = torch.bmm(extend, p).view(b, c, h, w)                               # (B, C, H, W)
         if self.training and b * h * w == 1:
             # one value per channel (e.g. P7 of a small image, one image per device): torch's BN
             # refuses it; its batch-statistics formula gives (y - mean) = 0, var = 0

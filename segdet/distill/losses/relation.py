@@ -1,11 +1,11 @@
 """Instance relation module of DRKD (spec drkd_dsd.md §A.4, §A.7-2): self-attention over the
 instances of one image, with a selectable relation filter."""
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from .drkd_functional import learned_filter, random_fc_filter, relation_matrix
+from .drkd_functional import learned_filter, random_fc_filter, relation_matrix, same_image_mask
 
 __all__ = ["InstanceRelation", "RELATION_FILTERS"]
 
@@ -45,24 +45,38 @@ class InstanceRelation(nn.Module):
             self.omega = nn.Linear(dim, hidden)
 
     def forward(self, x: torch.Tensor,
-                generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
+                counts: Optional[Sequence[int]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
-            x: (M, C, k, k) instance features of one image, M >= 1.
-            generator: the CPU generator the ``"random_fc"`` filter is drawn from (required
-                for that filter, ignored otherwise).
+            x: (M, C, k, k) instance features of one image, M >= 1; or, with ``counts``, the
+                instances of several images stacked in image order (image b has ``counts[b]``
+                rows, possibly 0). Relations are formed within each image only, so one call on
+                the stack equals one call per image, with each weight matrix read once.
+            generator: the CPU generator(s) the ``"random_fc"`` filter is drawn from, one per
+                image (a single generator for a single image); ignored by the other filters.
+            counts: instances per image, or None for a single image.
         Returns:
-            z (M, C, k, k) and the relation matrix R (M, M).
+            z (M, C, k, k) and the relation matrix R (M, M) (block-diagonal for several images).
         """
         flat = x.flatten(1)                                    # (M, d)
+        counts = [flat.shape[0]] if counts is None else [int(c) for c in counts]
+        if sum(counts) != flat.shape[0]:
+            raise ValueError(f"InstanceRelation: counts {counts} do not add up to the {flat.shape[0]} "
+                             f"instances given")
+        mask = same_image_mask(counts, flat.device) if len(counts) > 1 else None
         if self.relation_filter == "random_fc":
-            if generator is None:
-                raise ValueError("relation_filter 'random_fc' needs a torch.Generator")
-            phi_filter = random_fc_filter(flat, generator)
+            generators = [generator] if isinstance(generator, torch.Generator) else list(generator or [])
+            if len(generators) != len(counts) or any(g is None for g in generators):
+                raise ValueError(f"relation_filter 'random_fc' needs one torch.Generator per image "
+                                 f"({len(counts)}), got {generator!r}")
+            phi_filter = torch.block_diag(*[
+                random_fc_filter(chunk, g) if len(chunk) else flat.new_zeros((0, 0))
+                for chunk, g in zip(flat.split(counts), generators)])
         elif self.relation_filter == "learned":
-            phi_filter = learned_filter(self.psi(flat), self.omega(flat))
+            phi_filter = learned_filter(self.psi(flat), self.omega(flat), mask)
         else:
             phi_filter = None
-        relation = relation_matrix(self.theta(flat), self.phi(flat), phi_filter)   # (M, M)
+        relation = relation_matrix(self.theta(flat), self.phi(flat), phi_filter, mask)   # (M, M)
         z = flat + self.out(relation @ self.g(flat))
         return z.view_as(x), relation
