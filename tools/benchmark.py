@@ -197,37 +197,44 @@ def bench_train_step(args, cfg, model):
         sum(losses.values()).backward()
         optimizer.step()
 
-    def measure():
-        times = []
+    if not hasattr(model, "distill_losses"):
         with EventStorage(0):
             for _ in range(args.warmup):
                 step()
-            if hasattr(model, "_timings"):
-                for v in model._timings.values():
-                    v.clear()
-            for _ in range(args.iters):
-                t, _ = timed(step, args.device)
-                times.append(t)
-        return times
+            times = [timed(step, args.device)[0] for _ in range(args.iters)]
+        return {"step_s": {"median": statistics.median(times), "mean": statistics.mean(times)},
+                "images_per_step": len(batch)}
 
-    times = measure()
-    result = {"step_s": {"median": statistics.median(times), "mean": statistics.mean(times)},
-              "images_per_step": len(batch)}
-    if hasattr(model, "distill_losses"):
-        t = {k: statistics.median(v) for k, v in model._timings.items()}
-        step_s = result["step_s"]["median"]
-        result["breakdown_s"] = {"teacher_forward": t["teacher"], "student_forward": t["student"],
-                                 "distill_losses_forward": t["losses"],
-                                 "backward_and_optimizer": step_s - sum(t.values())}
-        losses = model.distill_losses
-        model.distill_losses = torch.nn.ModuleDict()  # same step without the distillation losses
-        without = statistics.median(measure())
-        model.distill_losses = losses
-        result["step_without_distill_losses_s"] = without
-        result["distill_losses_fwd_bwd_s"] = step_s - without
-        result["distill_losses_fraction_of_step"] = (step_s - without) / step_s
-        result["teacher_forward_fraction_of_step"] = t["teacher"] / step_s
-    return result
+    # Steps with and without the distillation losses, interleaved so that a drift in machine
+    # speed affects both alike; the model's timers are read after each step with the losses.
+    losses, no_losses = model.distill_losses, torch.nn.ModuleDict()
+    with_times, without_times, parts = [], [], {"teacher": [], "student": [], "losses": []}
+    with EventStorage(0):
+        for _ in range(args.warmup):
+            for module in (losses, no_losses):
+                model.distill_losses = module
+                step()
+        for _ in range(args.iters):
+            model.distill_losses = losses
+            with_times.append(timed(step, args.device)[0])
+            for key, values in parts.items():
+                values.append(model._timings[key][-1])
+            model.distill_losses = no_losses
+            without_times.append(timed(step, args.device)[0])
+    model.distill_losses = losses
+    step_s, without = statistics.median(with_times), statistics.median(without_times)
+    t = {k: statistics.median(v) for k, v in parts.items()}
+    return {
+        "step_s": {"median": step_s, "mean": statistics.mean(with_times)},
+        "images_per_step": len(batch),
+        "breakdown_s": {"teacher_forward": t["teacher"], "student_forward": t["student"],
+                        "distill_losses_forward": t["losses"],
+                        "backward_and_optimizer": step_s - sum(t.values())},
+        "step_without_distill_losses_s": without,
+        "distill_losses_fwd_bwd_s": step_s - without,
+        "distill_losses_fraction_of_step": (step_s - without) / step_s,
+        "teacher_forward_fraction_of_step": t["teacher"] / step_s,
+    }
 
 
 def main(argv=None):
