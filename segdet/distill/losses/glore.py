@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .drkd_functional import conv1x1
+
 __all__ = ["GloReUnit"]
 
 
@@ -63,8 +65,7 @@ class GloReUnit(nn.Module):
         """
         b, c, h, w = x.shape
         flat = x.flatten(2)                                                      # (B, C, HW)
-        weight_p = self.conv_proj.weight.view(1, self.num_node, c).expand(b, -1, -1)
-        p = torch.baddbmm(self.conv_proj.bias.view(1, -1, 1), weight_p, flat)     # (B, N, HW)
+        p = conv1x1(x, self.conv_proj.weight, self.conv_proj.bias).flatten(2)    # (B, N, HW)
         xp = torch.bmm(flat, p.transpose(1, 2))                                  # (B, C, N)
         nodes = torch.matmul(self.conv_state.weight[:, :, 0, 0], xp) \
             + self.conv_state.bias.view(1, -1, 1) * p.sum(dim=2).unsqueeze(1)     # (B, S, N)
