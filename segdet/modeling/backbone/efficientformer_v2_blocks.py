@@ -166,6 +166,15 @@ def _mix_heads(conv: nn.Conv2d, attn: torch.Tensor) -> torch.Tensor:
 class _RelativeBiasMixin(InferenceFusable):
     """Seg bias table + index, the unused ImageNet buffers, and the per-grid eval cache."""
 
+    def _init_heads(self, num_heads: int, key_dim: int, attn_ratio: int) -> int:
+        """Head sizes: d = attn_ratio·key_dim value channels per head, dh = d·heads in all, the
+        attention scale key_dim^-1/2; returns heads·key_dim, the query/key channels."""
+        self.num_heads, self.key_dim = num_heads, key_dim
+        self.scale = key_dim ** -0.5
+        self.d = attn_ratio * key_dim
+        self.dh = self.d * num_heads
+        return key_dim * num_heads
+
     def _init_biases(self, num_heads: int, resolution: int, imagenet_resolution: int,
                      query_stride: int) -> None:
         seg_idx = relative_position_index(resolution, query_stride)
@@ -237,11 +246,7 @@ class Attention4D(_RelativeBiasMixin):
                  key_dim: int = 32, num_heads: int = 8, attn_ratio: int = 4,
                  norm: NormLayer = nn.BatchNorm2d):
         super().__init__()
-        self.num_heads, self.key_dim = num_heads, key_dim
-        self.scale = key_dim ** -0.5
-        self.d = attn_ratio * key_dim
-        self.dh = self.d * num_heads
-        nh_kd = key_dim * num_heads
+        nh_kd = self._init_heads(num_heads, key_dim, attn_ratio)
         if stride is not None:
             self.stride_conv = _conv_bn(dim, dim, norm, kernel=3, stride=stride, groups=dim)
             resolution = math.ceil(resolution / stride)
@@ -332,11 +337,7 @@ class Attention4DDownsample(_RelativeBiasMixin):
                  key_dim: int = 16, num_heads: int = 8, attn_ratio: int = 4,
                  norm: NormLayer = nn.BatchNorm2d):
         super().__init__()
-        self.num_heads, self.key_dim = num_heads, key_dim
-        self.scale = key_dim ** -0.5
-        self.d = attn_ratio * key_dim
-        self.dh = self.d * num_heads
-        nh_kd = key_dim * num_heads
+        nh_kd = self._init_heads(num_heads, key_dim, attn_ratio)
         self.q = LGQuery(dim, nh_kd, norm)
         self.k = _conv_bn(dim, nh_kd, norm)
         self.v = _conv_bn(dim, self.dh, norm)
