@@ -1,4 +1,5 @@
 """Optimizer with per-parameter groups: a head learning-rate multiplier and norm/bias decay."""
+import logging
 from typing import Any, Dict, List, Sequence
 
 import torch
@@ -7,6 +8,8 @@ from torch import nn
 from detectron2.solver.build import maybe_add_gradient_clipping
 
 __all__ = ["build_param_groups", "build_optimizer", "NORM_TYPES"]
+
+logger = logging.getLogger(__name__)
 
 NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,
@@ -64,7 +67,8 @@ def build_param_groups(
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """SGD or AdamW (``cfg.SOLVER.OPTIMIZER``) over :func:`build_param_groups`, with
-    detectron2's optional gradient clipping (``cfg.SOLVER.CLIP_GRADIENTS``)."""
+    detectron2's optional gradient clipping (``cfg.SOLVER.CLIP_GRADIENTS``); PyTorch's fused
+    kernel when ``cfg.SOLVER.FUSED`` and this torch build and device have one."""
     s = cfg.SOLVER
     weight_decay_bias = s.WEIGHT_DECAY if s.WEIGHT_DECAY_BIAS is None else s.WEIGHT_DECAY_BIAS
     groups = build_param_groups(
@@ -79,9 +83,15 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     )
     name = s.OPTIMIZER.upper()
     if name == "SGD":
-        cls = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
-        return cls(groups, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV)
-    if name == "ADAMW":
-        cls = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
-        return cls(groups, lr=s.BASE_LR, betas=tuple(s.BETAS))
-    raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got {s.OPTIMIZER!r}")
+        cls, kwargs = torch.optim.SGD, dict(momentum=s.MOMENTUM, nesterov=s.NESTEROV)
+    elif name == "ADAMW":
+        cls, kwargs = torch.optim.AdamW, dict(betas=tuple(s.BETAS))
+    else:
+        raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got {s.OPTIMIZER!r}")
+    cls = maybe_add_gradient_clipping(cfg, cls)
+    if s.get("FUSED", False):
+        try:
+            return cls(groups, lr=s.BASE_LR, fused=True, **kwargs)
+        except (TypeError, RuntimeError) as e:  # older torch, or a device without the kernel
+            logger.info("SOLVER.FUSED: no fused %s kernel here (%s); using the default one", name, e)
+    return cls(groups, lr=s.BASE_LR, **kwargs)
