@@ -104,23 +104,48 @@ def test_glore_param_counts_and_shapes():
     assert torch.allclose(g(one), one + torch.arange(5.0).view(1, 5, 1, 1), atol=1e-6)
 
 
+# (C, N, H, W) of a batch of 2 for each association GloReUnit.plan can pick
+GLORE_PLANS = {
+    (3, 2, 1, 1): ("state_map", "state_map"),
+    (3, 2, 1, 2): ("node_sums", "premultiplied"),
+    (3, 4, 1, 2): ("state_map", "premultiplied"),
+    (8, 2, 1, 3): ("state_map", "chained"),
+    (8, 2, 2, 3): ("node_sums", "chained"),
+    (3, 2, 4, 5): ("node_sums", "premultiplied"),
+}
+
+
+@pytest.mark.parametrize("shape", list(GLORE_PLANS))
 @pytest.mark.parametrize("normalize", [False, True])
-def test_glore_matches_explicit_formula(normalize):
-    g = GloReUnit(3, 2, normalize=normalize)
+def test_glore_matches_explicit_formula(shape, normalize):
+    """Every association of the matrix products gives the module-by-module formula, its gradients
+    and BN running statistics."""
+    c, n, h, w = shape
+    g = GloReUnit(c, n, normalize=normalize)
+    assert tuple(g.plan(2, h * w).values()) == GLORE_PLANS[shape]
     with torch.no_grad():
         g.bn.weight.uniform_(0.5, 1.5), g.bn.bias.uniform_(-1, 1)
-    x = torch.randn(2, 3, 4, 5)
-    hw = 20
+    x = (torch.randn(2, c, h, w, dtype=torch.float64) + 0.5).requires_grad_()
+    g = g.double()
+    hw = h * w
     v = torch.einsum("sc,bcp->bsp", g.conv_state.weight[:, :, 0, 0], x.flatten(2)) + g.conv_state.bias[:, None]
     p = torch.einsum("nc,bcp->bnp", g.conv_proj.weight[:, :, 0, 0], x.flatten(2)) + g.conv_proj.bias[:, None]
-    nodes = v @ p.transpose(1, 2) / (hw if normalize else 1)              # (B, S=4, N=2)
+    nodes = v @ p.transpose(1, 2) / (hw if normalize else 1)              # (B, S, N)
     adj = g.gcn_node.weight[:, :, 0]
     hidden = nodes + nodes @ adj.t() + g.gcn_node.bias                    # bias along nodes
     z = g.gcn_state.weight[:, :, 0] @ torch.relu(hidden)
     y = torch.einsum("cs,bsp->bcp", g.conv_extend.weight[:, :, 0, 0], z @ p)
     mean, var = y.mean(dim=(0, 2), keepdim=True), y.var(dim=(0, 2), unbiased=False, keepdim=True)
     expected = x + ((y - mean) / torch.sqrt(var + 1e-4) * g.bn.weight[:, None] + g.bn.bias[:, None]).view_as(x)
-    assert torch.allclose(g(x), expected, rtol=1e-4, atol=1e-4)
+    out = g(x)
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+    weights = torch.randn_like(out)
+    grads = torch.autograd.grad((out * weights).sum(), [x, *g.parameters()])
+    expected_grads = torch.autograd.grad((expected * weights).sum(), [x, *g.parameters()])
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(g.bn.running_mean, 0.1 * mean.flatten())
+    torch.testing.assert_close(g.bn.running_var, 0.9 + 0.1 * y.var(dim=(0, 2), unbiased=True))
 
 
 def test_relation_module_param_counts_and_output():
