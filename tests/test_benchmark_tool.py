@@ -22,3 +22,33 @@ def test_benchmark_huge_pages_and_fused_path(tmp_path):
     assert report["huge_page_allocations"] is True
     assert report["optimized"]["latency_s"]["runs"] == 2
     assert report["optimized"]["max_abs_diff_vs_plain"] <= 1e-4
+
+
+def test_train_step_breakdown_on_the_training_data(tmp_path):
+    """--train-step --train-data on a distillation config: the first training batch (its sizes
+    and GT boxes reported), steps with and without the distillation losses, the breakdown."""
+    import torch
+
+    from segdet.utils.testing import load_tool, register_synthetic_datasets
+
+    register_synthetic_datasets(str(tmp_path / "data"))
+    tool = load_tool("benchmark")
+    threads = torch.get_num_threads()
+    try:
+        report = tool.main([
+            "--config-file", os.path.join(ROOT, "projects", "DRKD", "configs", "Samples",
+                                          "faster_rcnn_mnv2_fpn_trees_drkd.yaml"),
+            "--train-step", "--train-data", "--iters", "2", "--warmup", "1", "--output", str(tmp_path / "b.json"),
+            "DATASETS.TRAIN", "('synthetic_det_train',)", "DISTILL.TEACHER.WEIGHTS", "",
+            "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "128", "MODEL.ROI_HEADS.NUM_CLASSES", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    step = report["train_step"]
+    assert report["input_size"] is None and step["data"] == "first batch of synthetic_det_train"
+    assert step["images_per_step"] == 2 and all(min(s) == 96 for s in step["image_sizes"])
+    assert len(step["gt_boxes_per_image"]) == 2 and min(step["gt_boxes_per_image"]) >= 1
+    parts = step["breakdown_s"]
+    assert all(v > 0 for v in parts.values())
+    assert abs(sum(parts.values()) - step["step_s"]["median"]) < 1e-9
+    assert step["distill_losses_fwd_bwd_s"] == step["step_s"]["median"] - step["step_without_distill_losses_s"]
+    assert json.loads((tmp_path / "b.json").read_text())["train_step"]["images_per_step"] == 2

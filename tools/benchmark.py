@@ -15,7 +15,8 @@ allocations (THP_MEM_ALLOC_ENABLE=1, process-wide, both paths): a forward then d
 its large output 4 KiB at a time.
 
 --train-step times one training step instead (forward + backward + optimizer step on a
-synthetic batch); for a DistillationModel the step is broken down into teacher forward, student
+synthetic batch of --input-size images with two boxes each, or with --train-data on the first
+batch of the config's training set, as the trainer's loader maps it); for a DistillationModel the step is broken down into teacher forward, student
 forward, distillation losses (forward) and the rest, and the cost of the distillation losses
 (forward + backward) is measured by removing them.
 
@@ -86,6 +87,9 @@ def parse_args(argv=None):
                              "for large outputs and feature maps, see segdet/utils/cpu_allocator.py")
     parser.add_argument("--no-flops", action="store_true")
     parser.add_argument("--train-step", action="store_true", help="time training steps instead")
+    parser.add_argument("--train-data", action="store_true",
+                        help="--train-step on the first batch of cfg.DATASETS.TRAIN (the training mapper's "
+                             "sizes and GT boxes; --input-size is not used) instead of a synthetic batch")
     parser.add_argument("--output", default=None, help="JSON file (default: print only)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
@@ -181,13 +185,39 @@ def max_abs_diff(a, b) -> float:
     return max(diffs) if diffs else float("nan")
 
 
-def bench_train_step(args, cfg, model):
-    from detectron2.utils.events import EventStorage
-    from segdet.engine import build_optimizer
+def training_batch(args, cfg):
+    """The batch the training steps are timed on: the first of cfg.DATASETS.TRAIN through the
+    trainer's loader (``--train-data``, no worker processes) or a synthetic one."""
+    if args.train_data:
+        from segdet.engine import Trainer
+
+        loader_cfg = cfg.clone()
+        loader_cfg.defrost()
+        loader_cfg.DATALOADER.NUM_WORKERS = 0
+        if args.batch_size != 1:
+            loader_cfg.SOLVER.IMS_PER_BATCH = args.batch_size
+        return next(iter(Trainer.build_train_loader(loader_cfg)))
     from segdet.utils.testing import synthetic_batch
 
     h, w = args.input_size
-    batch = synthetic_batch(cfg, h, w, n=cfg.SOLVER.IMS_PER_BATCH if args.batch_size == 1 else args.batch_size)
+    return synthetic_batch(cfg, h, w, n=cfg.SOLVER.IMS_PER_BATCH if args.batch_size == 1 else args.batch_size)
+
+
+def describe_batch(args, cfg, batch) -> dict:
+    """Images per step, their sizes and GT boxes (the instance terms' cost grows with them)."""
+    out = {"images_per_step": len(batch),
+           "data": f"first batch of {cfg.DATASETS.TRAIN[0]}" if args.train_data else "synthetic",
+           "image_sizes": [list(x["image"].shape[-2:]) for x in batch]}
+    if all("instances" in x for x in batch):
+        out["gt_boxes_per_image"] = [len(x["instances"]) for x in batch]
+    return out
+
+
+def bench_train_step(args, cfg, model):
+    from detectron2.utils.events import EventStorage
+    from segdet.engine import build_optimizer
+
+    batch = training_batch(args, cfg)
     model.train()
     optimizer = build_optimizer(cfg, model)
 
@@ -203,7 +233,7 @@ def bench_train_step(args, cfg, model):
                 step()
             times = [timed(step, args.device)[0] for _ in range(args.iters)]
         return {"step_s": {"median": statistics.median(times), "mean": statistics.mean(times)},
-                "images_per_step": len(batch)}
+                **describe_batch(args, cfg, batch)}
 
     # Steps with and without the distillation losses, interleaved so that a drift in machine
     # speed affects both alike; the model's timers are read after each step with the losses.
@@ -226,7 +256,7 @@ def bench_train_step(args, cfg, model):
     t = {k: statistics.median(v) for k, v in parts.items()}
     return {
         "step_s": {"median": step_s, "mean": statistics.mean(with_times)},
-        "images_per_step": len(batch),
+        **describe_batch(args, cfg, batch),
         "breakdown_s": {"teacher_forward": t["teacher"], "student_forward": t["student"],
                         "distill_losses_forward": t["losses"],
                         "backward_and_optimizer": step_s - sum(t.values())},
@@ -249,7 +279,8 @@ def main(argv=None):
                            f"(run tools/benchmark.py as a script, or set it yourself)")
     cfg, model = build(args)
     report = {
-        "config": args.config_file, "opts": args.opts, "input_size": list(args.input_size),
+        "config": args.config_file, "opts": args.opts,
+        "input_size": None if args.train_step and args.train_data else list(args.input_size),
         "device": args.device, "threads": args.threads, "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(), "batch_size": args.batch_size,
         "huge_page_allocations": huge_pages, "kernel_thp_mode": kernel_thp_mode(),
