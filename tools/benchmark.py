@@ -189,8 +189,10 @@ def training_batch(args, cfg):
     """The batch the training steps are timed on: the first of cfg.DATASETS.TRAIN through the
     trainer's loader (``--train-data``, no worker processes) or a synthetic one."""
     if args.train_data:
+        from detectron2.utils.env import seed_all_rng
         from segdet.engine import Trainer
 
+        seed_all_rng(0)  # the sampler's order and the random resize: the same batch every run
         loader_cfg = cfg.clone()
         loader_cfg.defrost()
         loader_cfg.DATALOADER.NUM_WORKERS = 0
