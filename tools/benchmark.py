@@ -16,9 +16,10 @@ its large output 4 KiB at a time.
 
 --train-step times one training step instead (forward + backward + optimizer step on a
 synthetic batch of --input-size images with two boxes each, or with --train-data on the first
-batch of the config's training set, as the trainer's loader maps it); for a DistillationModel the step is broken down into teacher forward, student
-forward, distillation losses (forward) and the rest, and the cost of the distillation losses
-(forward + backward) is measured by removing them.
+batch of the config's training set, as the trainer's loader maps it); for a DistillationModel
+the step is broken down into teacher forward, student forward, distillation losses (forward)
+and the rest, and the cost of the distillation losses (forward + backward) is measured by
+removing them.
 
 FLOPs: one multiply-add = one flop; conventions in segdet/utils/flops.py ("mmcv" is what
 mmseg-based papers quote, "fvcore" also counts attention matmuls).
