@@ -103,8 +103,11 @@ def build(args):
 
     opts = ["MODEL.DEVICE", args.device, "MODEL.WEIGHTS", "", "MODEL.MOBILENET_V2.WEIGHTS", ""] + list(args.opts)
     cfg = load_config(args.config_file, opts, freeze=False)
-    if cfg.MODEL.META_ARCHITECTURE == "DistillationModel" and not cfg.DISTILL.TEACHER.WEIGHTS:
-        cfg.DISTILL.TEACHER.WEIGHTS = random_teacher_weights(cfg)
+    if cfg.MODEL.META_ARCHITECTURE == "DistillationModel":
+        # the teacher's own weights (or random ones) replace any ImageNet initialisation
+        cfg.DISTILL.TEACHER.OPTS = list(cfg.DISTILL.TEACHER.OPTS) + ["MODEL.MOBILENET_V2.WEIGHTS", ""]
+        if not cfg.DISTILL.TEACHER.WEIGHTS:
+            cfg.DISTILL.TEACHER.WEIGHTS = random_teacher_weights(cfg)
     cfg.freeze()
     return cfg, build_model(cfg)
 
