@@ -352,8 +352,7 @@ class Attention4DDownsample(_RelativeBiasMixin):
         self.proj = nn.Sequential(self.proj[0], fold_conv_bn(self.proj[1], self.proj[2]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fused_for_inference:
-            return self._forward_fused(x)
+        fused = self._fused_for_inference  # eval-only: scale folded into q, BNs into convs
         B, _, H, W = x.shape
         q = self.q(x)
         h, w = q.shape[-2:]
@@ -362,22 +361,14 @@ class Attention4DDownsample(_RelativeBiasMixin):
         k = self.k(x).reshape(B, self.num_heads, self.key_dim, nk)
         v = self.v(x)
         v_local = self.v_local(v)
-        attn = torch.matmul(q, k).mul_(self.scale).add_(self.attention_bias(nq, nk)).softmax(dim=-1)
+        attn = torch.matmul(q, k)
+        if not fused:
+            attn = attn.mul_(self.scale)
+        attn = attn.add_(self.attention_bias(nq, nk)).softmax(dim=-1)
         out = torch.matmul(v.reshape(B, self.num_heads, self.d, nk), attn.transpose(-2, -1))
+        if fused:
+            return self.proj[1](_gelu_(v_local.add_(out.view(B, self.dh, h, w))))
         return self.proj(out.reshape(B, self.dh, h, w) + v_local)
-
-    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
-        q = self.q(x)  # the attention scale is folded in
-        h, w = q.shape[-2:]
-        nq, nk = h * w, H * W
-        q = q.reshape(B, self.num_heads, self.key_dim, nq).transpose(-2, -1)
-        k = self.k(x).reshape(B, self.num_heads, self.key_dim, nk)
-        v = self.v(x)
-        v_local = self.v_local(v)
-        attn = torch.matmul(q, k).add_(self.attention_bias(nq, nk)).softmax(dim=-1)
-        out = torch.matmul(v.reshape(B, self.num_heads, self.d, nk), attn.transpose(-2, -1))
-        return self.proj[1](_gelu_(v_local.add_(out.view(B, self.dh, h, w))))
 
 
 class FFN(InferenceFusable):
