@@ -7,6 +7,8 @@ import torch
 from torch.nn import functional as F
 from torchvision.ops import roi_align
 
+from .lean_ops import l2_norm
+
 __all__ = [
     "conv1x1",
     "batch_normalized_l2",
@@ -27,10 +29,9 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] 
     forward + backward on the CPU for FPN-sized maps."""
     b, c, h, w = x.shape
     mat = weight.view(1, weight.shape[0], c).expand(b, -1, -1)
-    if bias is None:
-        out = torch.bmm(mat, x.flatten(2))
-    else:
-        out = torch.baddbmm(bias.view(1, -1, 1), mat, x.flatten(2))
+    out = torch.bmm(mat, x.flatten(2))
+    if bias is not None:
+        out = out.add_(bias.view(1, -1, 1))   # in place: ``baddbmm`` with a broadcast bias is slower
     return out.view(b, -1, h, w)
 
 
@@ -42,7 +43,7 @@ def batch_normalized_l2(diff: torch.Tensor, ref_images: float) -> torch.Tensor:
     num_images = diff.shape[0]
     if num_images == 0:
         return diff.sum()
-    return torch.linalg.vector_norm(diff) * (ref_images / num_images) ** 0.5
+    return l2_norm(diff) * (ref_images / num_images) ** 0.5
 
 
 def per_image_l2(diffs: Sequence[torch.Tensor], num_images: int, ref_images: float) -> torch.Tensor:
@@ -50,7 +51,7 @@ def per_image_l2(diffs: Sequence[torch.Tensor], num_images: int, ref_images: flo
     instance terms) rescaled to be batch-size invariant. ``diffs`` must be non-empty."""
     if not diffs:
         raise ValueError("per_image_l2 needs at least one difference tensor")
-    total = sum(torch.linalg.vector_norm(d) for d in diffs)
+    total = sum(l2_norm(d) for d in diffs)
     return total * (ref_images / num_images)
 
 

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .drkd_functional import conv1x1
+from .lean_ops import inner_products
 
 __all__ = ["GloReUnit"]
 
@@ -106,12 +107,12 @@ class GloReUnit(nn.Module):
         propagate = adjacency + torch.eye(self.num_node, dtype=adjacency.dtype, device=adjacency.device)
         if order == "node_sums":
             # V·Pᵀ = W_v·(F·Pᵀ) + b_v·(P·1)ᵀ
-            sums = torch.bmm(x.flatten(2), proj.transpose(1, 2))                      # (B, C, N)
+            sums = inner_products(x.flatten(2), proj)                                 # (B, C, N)
             nodes = torch.matmul(self.conv_state.weight[:, :, 0, 0], sums @ propagate.t()) \
                 + self.conv_state.bias.view(1, -1, 1) * (proj.sum(dim=2) @ propagate.t()).unsqueeze(1)
         else:
             state = conv1x1(x, self.conv_state.weight, self.conv_state.bias).flatten(2)  # (B, S, HW)
-            nodes = torch.bmm(state, torch.matmul(propagate, proj).transpose(1, 2))
+            nodes = inner_products(state, torch.matmul(propagate, proj))
         if self.normalize:
             nodes = nodes / hw
         return nodes + self.gcn_node.bias.view(1, 1, -1)
