@@ -51,4 +51,9 @@ def test_train_step_breakdown_on_the_training_data(tmp_path):
     assert all(v > 0 for v in parts.values())
     assert abs(sum(parts.values()) - step["step_s"]["median"]) < 1e-9
     assert step["distill_losses_fwd_bwd_s"] == step["step_s"]["median"] - step["step_without_distill_losses_s"]
+    alone = step["distill_losses_alone_s"]
+    # DRKD's 44 M parameters: their backward and update cost more than the no-grad forward
+    assert 0 < alone["forward_no_grad"] < alone["fwd_bwd_update"]
+    assert alone["fwd_bwd_update_min"] <= alone["fwd_bwd_update"]
+    assert step["distill_losses_alone_fraction_of_step"] == alone["fwd_bwd_update"] / step["step_s"]["median"]
     assert json.loads((tmp_path / "b.json").read_text())["train_step"]["images_per_step"] == 2

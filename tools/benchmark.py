@@ -18,8 +18,9 @@ its large output 4 KiB at a time.
 synthetic batch of --input-size images with two boxes each, or with --train-data on the first
 batch of the config's training set, as the trainer's loader maps it); for a DistillationModel
 the step is broken down into teacher forward, student forward, distillation losses (forward)
-and the rest, and the cost of the distillation losses (forward + backward) is measured by
-removing them.
+and the rest, and the cost of the distillation losses (forward + backward + the update of their
+parameters) is measured twice: by removing them from the step, and by timing them alone on the
+step's recorded features (the less noisy of the two).
 
 FLOPs: one multiply-add = one flop; conventions in segdet/utils/flops.py ("mmcv" is what
 mmseg-based papers quote, "fvcore" also counts attention matmuls).
@@ -260,6 +261,7 @@ def bench_train_step(args, cfg, model):
     model.distill_losses = losses
     step_s, without = statistics.median(with_times), statistics.median(without_times)
     t = {k: statistics.median(v) for k, v in parts.items()}
+    alone = time_losses_alone(args, cfg, model, step)
     return {
         "step_s": {"median": step_s, "mean": statistics.mean(with_times)},
         **describe_batch(args, cfg, batch),
@@ -269,8 +271,57 @@ def bench_train_step(args, cfg, model):
         "step_without_distill_losses_s": without,
         "distill_losses_fwd_bwd_s": step_s - without,
         "distill_losses_fraction_of_step": (step_s - without) / step_s,
+        "distill_losses_alone_s": alone,
+        "distill_losses_alone_fraction_of_step": alone["fwd_bwd_update"] / step_s,
         "teacher_forward_fraction_of_step": t["teacher"] / step_s,
     }
+
+
+def time_losses_alone(args, cfg, model, step) -> dict:
+    """The distillation losses timed on their own, on the features of one training step: forward,
+    backward (into the recorded student features and the losses' parameters) and the optimizer
+    step on the losses' parameters. It measures the same cost as the difference of the steps with
+    and without the losses, but is not the small difference of two large, noisy times."""
+    from torch.utils._pytree import tree_map
+
+    from detectron2.utils.events import EventStorage
+    from segdet.engine import build_optimizer
+
+    recorded = {}
+
+    def record(module, inputs):
+        recorded[module] = inputs
+
+    handles = [loss.register_forward_pre_hook(record) for loss in model.distill_losses.values()]
+    with EventStorage(0):
+        step()
+    for handle in handles:
+        handle.remove()
+    as_leaf = lambda x: x.detach().requires_grad_() if torch.is_tensor(x) and x.is_floating_point() else x  # noqa: E731
+    detached = lambda x: x.detach() if torch.is_tensor(x) else x  # noqa: E731
+    calls = [(loss, tree_map(as_leaf, student), tree_map(detached, teacher), batched_inputs)
+             for loss, (student, teacher, batched_inputs) in recorded.items()]
+    optimizer = build_optimizer(cfg, model.distill_losses)
+
+    def forward():
+        return sum(sum(loss(s, t, b).values()) for loss, s, t, b in calls)
+
+    def fwd_bwd_update():
+        optimizer.zero_grad()
+        forward().backward()
+        optimizer.step()
+
+    forward_times, full_times = [], []
+    with EventStorage(0):
+        for _ in range(args.warmup):
+            fwd_bwd_update()
+        for _ in range(2 * args.iters):
+            with torch.no_grad():
+                forward_times.append(timed(forward, args.device)[0])
+            full_times.append(timed(fwd_bwd_update, args.device)[0])
+    return {"forward_no_grad": statistics.median(forward_times),
+            "fwd_bwd_update": statistics.median(full_times),
+            "fwd_bwd_update_min": min(full_times)}
 
 
 def main(argv=None):
