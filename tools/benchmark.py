@@ -277,13 +277,25 @@ def bench_train_step(args, cfg, model):
     }
 
 
+def detached_features(features, leaf: bool):
+    """A copy of a (nested dict / list of) feature tensors cut from their graph; with ``leaf``
+    the floating-point ones require grad, as a student's features do."""
+    if isinstance(features, dict):
+        return {k: detached_features(v, leaf) for k, v in features.items()}
+    if isinstance(features, (list, tuple)):
+        return type(features)(detached_features(v, leaf) for v in features)
+    if torch.is_tensor(features):
+        features = features.detach()
+        return features.requires_grad_() if leaf and features.is_floating_point() else features
+    return features
+
+
 def time_losses_alone(args, cfg, model, step) -> dict:
     """The distillation losses timed on their own, on the features of one training step: forward,
     backward (into the recorded student features and the losses' parameters) and the optimizer
-    step on the losses' parameters. It measures the same cost as the difference of the steps with
-    and without the losses, but is not the small difference of two large, noisy times."""
-    from torch.utils._pytree import tree_map
-
+    step on the losses' parameters. Unlike the difference of the steps with and without the
+    losses, it is not the small difference of two large, noisy times; it leaves out what the
+    losses cost the rest of the step (e.g. the memory their saved tensors hold)."""
     from detectron2.utils.events import EventStorage
     from segdet.engine import build_optimizer
 
@@ -297,9 +309,7 @@ def time_losses_alone(args, cfg, model, step) -> dict:
         step()
     for handle in handles:
         handle.remove()
-    as_leaf = lambda x: x.detach().requires_grad_() if torch.is_tensor(x) and x.is_floating_point() else x  # noqa: E731
-    detached = lambda x: x.detach() if torch.is_tensor(x) else x  # noqa: E731
-    calls = [(loss, tree_map(as_leaf, student), tree_map(detached, teacher), batched_inputs)
+    calls = [(loss, detached_features(student, leaf=True), detached_features(teacher, leaf=False), batched_inputs)
              for loss, (student, teacher, batched_inputs) in recorded.items()]
     optimizer = build_optimizer(cfg, model.distill_losses)
 
