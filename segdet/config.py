@@ -21,6 +21,7 @@ def add_segdet_config(cfg: CN) -> CN:
     _add_cgrseg_config(cfg)
     _add_ssa_config(cfg)
     _add_distill_config(cfg)
+    _add_checkpoint_config(cfg)
     cfg.SEGDET_CONFIG_ADDED = True
     return cfg
 
@@ -245,3 +246,11 @@ def _add_distill_config(cfg: CN) -> None:
     cfg.DISTILL.DSD.TAU = 4.0
     cfg.DISTILL.DSD.CSD_POOL = 2  # average-pool kernel (= stride, ceil mode) on the logits; 1 = none
     cfg.DISTILL.DSD.W_CSD = 100.0
+
+
+def _add_checkpoint_config(cfg: CN) -> None:
+    # Allow plain (code-executing) unpickling of MODEL.WEIGHTS, DISTILL.TEACHER.WEIGHTS and the
+    # --resume checkpoint: .pkl files and .pth files holding Python objects besides tensors.
+    # Only for files of trusted origin (tools/train_net.py --trust-pickle sets it); otherwise
+    # convert them once with tools/convert_d2_pkl.py.
+    cfg.MODEL.TRUST_PICKLE = False
