@@ -82,11 +82,18 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=build_mapper(cfg, is_train=True))
+        from segdet.data.checks import dataset_dicts_for_training  # an empty dataset: one clear line
+
+        return build_detection_train_loader(cfg, mapper=build_mapper(cfg, is_train=True),
+                                            dataset=dataset_dicts_for_training(cfg))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=build_mapper(cfg, is_train=False))
+        from segdet.data.checks import dataset_dicts_for_testing
+
+        return build_detection_test_loader(dataset=dataset_dicts_for_testing(cfg, dataset_name),
+                                           mapper=build_mapper(cfg, is_train=False),
+                                           num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
