@@ -112,7 +112,7 @@ class DistillationModel(nn.Module):
         student = build_model(student_cfg)
 
         teacher_cfg = load_config(d.TEACHER.CONFIG_FILE, list(d.TEACHER.OPTS) + ["MODEL.DEVICE", cfg.MODEL.DEVICE])
-        teacher, teacher_cfg = build_teacher(teacher_cfg, d.TEACHER.WEIGHTS)
+        teacher, teacher_cfg = build_teacher(teacher_cfg, d.TEACHER.WEIGHTS, trust_pickle=cfg.MODEL.TRUST_PICKLE)
 
         if d.LOSS_WEIGHTS and len(d.LOSS_WEIGHTS) != len(d.LOSSES):
             raise ConfigError(f"DISTILL.LOSS_WEIGHTS has {len(d.LOSS_WEIGHTS)} values for "

@@ -24,7 +24,6 @@ The output state dict loads into the model of the matching ``CGRSeg-{T,B,L}.yaml
 ``CGRSeg-{B,L}-SSA.yaml`` with no unexpected key (and, for a CGRSeg checkpoint, no missing key;
 with ``drop_teacher``, into the model built with ``MODEL.SSA.WITH_TEACHER False``).
 """
-import pickle
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
@@ -55,22 +54,14 @@ _VARIANT_SIGNATURES = {(32, 4): "S0", (32, 6): "S1", (32, 8): "S2", (40, 10): "L
 
 
 def load_checkpoint_file(path: str, trust_pickle: bool = False) -> Any:
-    """``torch.load`` with ``weights_only=True``; a file that needs arbitrary unpickling (e.g.
-    mmcv ``meta``) is refused with a ValueError unless ``trust_pickle``."""
-    import os
+    """The checkpoint at ``path``, read by segdet's one checkpoint reader
+    (:func:`segdet.engine.checkpoint_io.read_checkpoint`): ``torch.load(weights_only=True)``; a
+    file that needs arbitrary unpickling (e.g. mmcv ``meta``) is refused with a ValueError unless
+    ``trust_pickle``; an empty or truncated file raises a ValueError saying so."""
+    from segdet.engine.checkpoint_io import read_checkpoint
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path!r}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not trust_pickle:
-            raise ValueError(
-                f"{path!r} holds pickled Python objects besides tensors (e.g. mmcv 'meta'), which "
-                f"torch.load(weights_only=True) refuses. Unpickling can run arbitrary code: pass "
-                f"--trust-pickle only if you trust the file's origin. ({str(exc).splitlines()[0]})"
-            ) from None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return read_checkpoint(path, trust_pickle=trust_pickle, what="checkpoint",
+                           hint="pass --trust-pickle only if you trust the file's origin")
 
 
 def extract_state_dict(obj: Any) -> Dict[str, torch.Tensor]:
