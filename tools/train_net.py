@@ -8,8 +8,12 @@ Examples:
   # resume an interrupted run from OUTPUT_DIR/last_checkpoint
   python tools/train_net.py --config-file CONFIG --resume
 
-  # evaluate weights (COCO AP or mIoU, chosen by the test dataset's evaluator_type)
+  # evaluate weights (COCO AP or mIoU, chosen by the test dataset's evaluator_type); they must
+  # fit the model exactly (no missing, unexpected or mis-shaped key)
   python tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS path/to/model_final.pth
+
+  # a detectron2 model-zoo .pkl: convert it once to a weights-only .pth (or pass --trust-pickle)
+  python tools/convert_d2_pkl.py --trust-pickle R-50.pkl R-50.pth
 
   # 2 processes on CPU (gloo) or 8 GPUs
   python tools/train_net.py --config-file CONFIG --num-gpus 2 MODEL.DEVICE cpu
@@ -43,6 +47,11 @@ def build_parser():
     parser.description = "Train or evaluate a segdet / Detectron2 model."
     parser.add_argument("--eval-teacher", action="store_true",
                         help="for a distillation config: also evaluate the teacher (sanity check)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow plain unpickling (which can run arbitrary code) of MODEL.WEIGHTS, "
+                             "DISTILL.TEACHER.WEIGHTS and the --resume checkpoint: .pkl model-zoo files and "
+                             ".pth files holding Python objects besides tensors; sets MODEL.TRUST_PICKLE. "
+                             "Only for files you trust; or convert them once with tools/convert_d2_pkl.py")
     return parser
 
 
@@ -50,6 +59,8 @@ def setup(args):
     opts = list(args.opts)
     if args.eval_teacher:
         opts += ["DISTILL.EVAL_TEACHER", "True"]
+    if getattr(args, "trust_pickle", False):
+        opts += ["MODEL.TRUST_PICKLE", "True"]
     cfg = load_config(args.config_file, opts)
     default_setup(cfg, args)
     # segdet's own loggers (teacher cost per step, parameter counts, exports) next to detectron2's
@@ -83,8 +94,11 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume)
+        if not cfg.MODEL.WEIGHTS and not args.resume:
+            logger.warning("--eval-only with MODEL.WEIGHTS empty: evaluating the model's initial weights")
+        # strict: weights that do not fit the model are an error, not a partly random model
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR, trust_pickle=cfg.MODEL.TRUST_PICKLE,
+                           strict=True).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
         write_results(cfg, results)
         return results
