@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Sequence
 import torch
 from torch import nn
 
-from detectron2.solver.build import maybe_add_gradient_clipping
+from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_groups
 
 __all__ = ["build_param_groups", "build_optimizer", "NORM_TYPES"]
 
@@ -38,7 +38,8 @@ def build_param_groups(
     head_lr_multiplier: float = 1.0,
     head_prefixes: Sequence[str] = (),
 ) -> List[Dict[str, Any]]:
-    """One group per trainable parameter (detectron2's convention; fine for LRMultiplier).
+    """One group per trainable parameter, named by ``param_names`` (detectron2's convention;
+    :func:`build_optimizer` merges the groups that share their hyper-parameters).
 
     Norm-layer parameters (BN/GN/LN/...) get ``weight_decay_norm``, other biases
     ``weight_decay_bias``; parameters under a module path in ``head_prefixes`` get
@@ -61,12 +62,14 @@ def build_param_groups(
             lr, decay = base_lr * bias_lr_factor, weight_decay_bias
         if head_prefixes and _matches_prefix(name, head_prefixes):
             lr *= head_lr_multiplier
-        groups.append({"params": [param], "lr": lr, "weight_decay": decay, "name": name})
+        groups.append({"params": [param], "lr": lr, "weight_decay": decay, "param_names": [name]})
     return groups
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD or AdamW (``cfg.SOLVER.OPTIMIZER``) over :func:`build_param_groups`, with
+    """SGD or AdamW (``cfg.SOLVER.OPTIMIZER``) over :func:`build_param_groups`, merged into one
+    group per distinct (lr, weight decay) like detectron2's ``reduce_param_groups`` so that the
+    multi-tensor and fused kernels run once per group, not once per parameter; with
     detectron2's optional gradient clipping (``cfg.SOLVER.CLIP_GRADIENTS``); PyTorch's fused
     kernel when ``cfg.SOLVER.FUSED`` and this torch build and device have one."""
     s = cfg.SOLVER
@@ -81,6 +84,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         head_lr_multiplier=s.HEAD_LR_MULTIPLIER,
         head_prefixes=s.HEAD_PREFIXES,
     )
+    groups = reduce_param_groups(groups)
     name = s.OPTIMIZER.upper()
     if name == "SGD":
         cls, kwargs = torch.optim.SGD, dict(momentum=s.MOMENTUM, nesterov=s.NESTEROV)

@@ -22,7 +22,7 @@ def _groups_by_name(**kwargs):
     defaults = dict(base_lr=0.1, weight_decay=0.01, weight_decay_norm=0.0, weight_decay_bias=0.01,
                     head_lr_multiplier=10.0, head_prefixes=("sem_seg_head.",))
     defaults.update(kwargs)
-    return {g["name"]: g for g in build_param_groups(_Net(), **defaults)}
+    return {g["param_names"][0]: g for g in build_param_groups(_Net(), **defaults)}
 
 
 def test_head_multiplier_and_norm_decay():
@@ -41,7 +41,7 @@ def test_head_multiplier_and_norm_decay():
 def test_prefix_matches_inside_a_wrapper():
     model = nn.Module()
     model.student = _Net()
-    names = {g["name"]: g["lr"] for g in build_param_groups(
+    names = {g["param_names"][0]: g["lr"] for g in build_param_groups(
         model, base_lr=1.0, weight_decay=0, weight_decay_norm=0, weight_decay_bias=0,
         head_lr_multiplier=10.0, head_prefixes=("sem_seg_head.",))}
     assert names["student.sem_seg_head.0.weight"] == 10.0
@@ -57,6 +57,29 @@ def test_build_optimizer_adamw_and_bad_name():
     cfg.SOLVER.OPTIMIZER = "LION"
     with pytest.raises(ValueError, match="SOLVER.OPTIMIZER"):
         build_optimizer(cfg, _Net())
+
+
+def test_optimizer_merges_groups_with_the_same_hyper_parameters():
+    """One group per distinct (lr, decay), as detectron2's reduce_param_groups: 10 parameters,
+    4 kinds (backbone conv weight+bias 0.1/0.01; BN 0.1/0; head conv 1.0/0.01; head LN 1.0/0)."""
+    cfg = get_segdet_cfg()
+    cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.WEIGHT_DECAY_NORM = 0.1, 0.01, 0.0
+    cfg.SOLVER.HEAD_LR_MULTIPLIER = 10.0
+    net = _Net()
+    opt = build_optimizer(cfg, net)
+    kinds = {(round(g["lr"], 9), g["weight_decay"]): sorted(g["param_names"]) for g in opt.param_groups}
+    assert kinds == {
+        (0.1, 0.01): ["backbone.0.bias", "backbone.0.weight", "backbone.talking_head1.bias",
+                      "backbone.talking_head1.weight"],
+        (0.1, 0.0): ["backbone.1.bias", "backbone.1.weight"],
+        (1.0, 0.01): ["sem_seg_head.0.bias", "sem_seg_head.0.weight"],
+        (1.0, 0.0): ["sem_seg_head.1.bias", "sem_seg_head.1.weight"],
+    }
+    params = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert params == {id(p) for p in net.parameters()}
+    for g in opt.param_groups:  # names stay aligned with their tensors
+        named = dict(net.named_parameters())
+        assert all(named[n] is p for n, p in zip(g["param_names"], g["params"]))
 
 
 def test_poly_schedule_matches_mmcv_formula():
@@ -79,7 +102,7 @@ def test_lr_scheduler_steps_an_optimizer():
     for _ in range(50):
         opt.step()
         sched.step()
-    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    lrs = {name: g["lr"] for g in opt.param_groups for name in g["param_names"]}
     assert lrs["backbone.0.weight"] == pytest.approx(0.5 * (1 - 50 / 100) ** 2)
     assert math.isclose(lrs["sem_seg_head.0.weight"], lrs["backbone.0.weight"])  # multiplier 1
 
