@@ -5,9 +5,34 @@ from typing import Sequence
 
 from detectron2.config import CfgNode
 
+from .config_check import check_config
+from .config_types import coerce_loaded_yaml, coerce_opts
 from .errors import ConfigError
 
 __all__ = ["load_config"]
+
+
+def _merge_file(cfg: CfgNode, config_file: str) -> None:
+    """``cfg.merge_from_file(config_file)`` with the values coerced to their defaults' types
+    (:mod:`segdet.utils.config_types`). Files of an older detectron2 config VERSION go through
+    detectron2's own upgrade path as they are."""
+    try:
+        loaded = cfg.load_yaml_with_base(config_file, allow_unsafe=True)
+    except TypeError:  # an empty file (None) in the _BASE_ chain
+        loaded = None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{config_file}: expected a mapping of config keys (KEY: value) in the file "
+                          f"and its _BASE_ files, got {type(loaded).__name__}")
+    version = loaded.get("VERSION")
+    if version is None:
+        from detectron2.config.compat import guess_version
+
+        version = guess_version(CfgNode(loaded), config_file)
+    if version != cfg.VERSION:
+        cfg.merge_from_file(config_file)
+        return
+    coerce_loaded_yaml(loaded, cfg, config_file)
+    cfg.merge_from_other_cfg(CfgNode(loaded))
 
 
 def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
@@ -16,6 +41,8 @@ def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True)
 
     Raises:
         ConfigError: the file is missing, is not valid YAML, names a key that does not exist,
+            gives a value of the wrong type (ints for float keys and the like are converted,
+            see :mod:`segdet.utils.config_types`) or out of range (:mod:`segdet.utils.config_check`),
             or ``opts`` is not a list of KEY VALUE pairs.
     """
     from segdet.config import get_segdet_cfg
@@ -26,7 +53,9 @@ def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True)
         raise ConfigError(f"config file not found: {config_file}")
     cfg = get_segdet_cfg()
     try:
-        cfg.merge_from_file(config_file)
+        _merge_file(cfg, config_file)
+    except ConfigError:
+        raise
     except KeyError as e:
         raise ConfigError(f"{config_file}: {e.args[0] if e.args else e}") from None
     except AssertionError as e:  # detectron2 asserts on a missing _BASE_ file
@@ -38,7 +67,9 @@ def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True)
     if len(opts) % 2:
         raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got {list(opts)}")
     try:
-        cfg.merge_from_list(list(opts))
+        cfg.merge_from_list(coerce_opts(opts, cfg))
+    except ConfigError:
+        raise
     except KeyError as e:
         raise ConfigError(f"command line: {e.args[0] if e.args else e}") from None
     except (ValueError, AssertionError) as e:
@@ -50,6 +81,7 @@ def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True)
             logging.getLogger(__name__).warning(
                 f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but no CUDA device is available: using 'cpu'")
             cfg.MODEL.DEVICE = "cpu"
+    check_config(cfg, f"{config_file}{' + command line' if opts else ''}")
     if freeze:
         cfg.freeze()
     return cfg
