@@ -1,6 +1,7 @@
 """Image and semantic-label readers with errors that name the offending file.
 
-``read_image_checked`` wraps detectron2's ``read_image``; ``read_sem_seg_label`` reads a label
+``read_image_checked`` wraps detectron2's ``read_image`` and also reads 16/32-bit grayscale
+images correctly (see :func:`high_bit_depth_to_8bit`); ``read_sem_seg_label`` reads a label
 PNG and, for datasets whose label 0 means "unlabelled" (ADE20K), applies mmseg's
 ``reduce_zero_label`` shift on load (0 -> ignore, k -> k-1), so the official files are used as
 they are, with no preprocessing pass.
@@ -10,19 +11,62 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from detectron2.data.detection_utils import read_image
+from detectron2.data.detection_utils import _apply_exif_orientation, convert_PIL_to_numpy
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["CorruptImageError", "read_image_checked", "read_sem_seg_label", "reduce_zero_label_map"]
+__all__ = ["CorruptImageError", "high_bit_depth_to_8bit", "read_image_checked", "read_sem_seg_label",
+           "reduce_zero_label_map"]
 
 
 class CorruptImageError(ValueError):
     """An image or label file that exists but cannot be decoded."""
 
 
+def _integer_bit_depth(image: Image.Image) -> int:
+    """Bits per sample of a mode "I;16*" / "I" image: 16 for "I;16*" and for PNGs (older Pillow
+    opens 16-bit PNGs as "I"), the TIFF BitsPerSample tag where present, else 32."""
+    if image.mode.startswith("I;16") or image.format == "PNG":
+        return 16
+    bits = getattr(image, "tag_v2", {}).get(258) if image.format == "TIFF" else None
+    bits = bits[0] if isinstance(bits, tuple) and bits else bits
+    return int(bits) if isinstance(bits, int) and 8 < bits <= 32 else 32
+
+
+def _is_high_bit_integer(image: Image.Image) -> bool:
+    return image.mode == "I" or image.mode.startswith("I;16")
+
+
+def high_bit_depth_to_8bit(image: Image.Image, bits: Optional[int] = None) -> Image.Image:
+    """A mode-"L" (8-bit grayscale) copy of a 16/32-bit integer or 32-bit float grayscale image
+    (PIL modes "I;16*", "I", "F"); any other image is returned as it is.
+
+    The scale is fixed by the type's range, not by each image's min/max, so the same pixel value
+    gives the same 8-bit value in every image of a dataset (as OpenCV's ``imread`` does):
+    a ``b``-bit integer value ``v`` becomes ``v >> (b - 8)`` (16-bit: ``v >> 8``, 65535 -> 255;
+    negative values -> 0); a float value ``x`` is taken to lie in [0, 1] and becomes
+    ``round(255 * x)``, clipped to [0, 255] (NaN -> 0). PIL itself would clip every value above
+    255 to 255, turning a typical 16-bit image all white.
+
+    Args:
+        bits: bits per integer sample; None reads them from ``image`` (:func:`_integer_bit_depth`).
+    """
+    if image.mode == "F":
+        x = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)
+        out = np.clip(np.rint(x * 255.0), 0, 255)
+    elif _is_high_bit_integer(image):
+        shift = (bits or _integer_bit_depth(image)) - 8
+        out = np.clip(np.asarray(image).astype(np.int64), 0, None) >> shift
+        out = np.minimum(out, 255)
+    else:
+        return image
+    return Image.fromarray(out.astype(np.uint8), mode="L")
+
+
 def read_image_checked(path: str, format: Optional[str] = None) -> np.ndarray:
     """Read an image as (H, W, C) uint8 (or (H, W, 1) for ``format="L"``) in ``format``
-    ("RGB", "BGR", "L", ... as detectron2's ``read_image``; None keeps the file's mode).
+    ("RGB", "BGR", "L", ... as detectron2's ``read_image``, EXIF orientation applied; None keeps
+    the file's mode). 16/32-bit grayscale files are first scaled to 8 bits by their type's range
+    (:func:`high_bit_depth_to_8bit`), then converted to ``format``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -32,7 +76,11 @@ def read_image_checked(path: str, format: Optional[str] = None) -> np.ndarray:
     if not PathManager.exists(path):
         raise FileNotFoundError(f"image file not found: {path}")
     try:
-        return read_image(path, format=format)
+        with PathManager.open(path, "rb") as f:
+            image = Image.open(f)
+            bits = _integer_bit_depth(image) if _is_high_bit_integer(image) else None  # before EXIF
+            image = high_bit_depth_to_8bit(_apply_exif_orientation(image), bits)
+            return convert_PIL_to_numpy(image, format)
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError, truncated data

@@ -25,10 +25,10 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from segdet.data.io import read_image_checked, read_sem_seg_label
+from segdet.data.io import CorruptImageError, read_image_checked, read_sem_seg_label
 from segdet.data.transforms import PhotometricDistortion, RandomCropCatMax, ResizeByRatio
 
-__all__ = ["SemSegDatasetMapper", "build_sem_seg_augmentations"]
+__all__ = ["SemSegDatasetMapper", "build_sem_seg_augmentations", "check_label_values"]
 
 
 def build_sem_seg_augmentations(cfg, is_train: bool, ignore_label: int) -> List[T.Augmentation]:
@@ -53,17 +53,23 @@ class SemSegDatasetMapper:
     ``reduce_zero_label`` is taken from the dict's ``"reduce_zero_label"`` key when present,
     else from the constructor (``from_config``: the metadata of the first dataset in
     ``DATASETS.TRAIN`` / ``DATASETS.TEST``).
+
+    With ``num_classes`` (``from_config``: ``MODEL.SEM_SEG_HEAD.NUM_CLASSES``) every training
+    label is checked: a value outside [0, num_classes) that is not the ignore value raises
+    :class:`CorruptImageError` naming the file (the loss would fail with a bare IndexError on the
+    CPU and a device-side assert on CUDA).
     """
 
     @configurable
     def __init__(self, is_train: bool = True, *, augmentations: List[T.Augmentation],
                  image_format: str = "RGB", ignore_label: int = 255,
-                 reduce_zero_label: bool = False):
+                 reduce_zero_label: bool = False, num_classes: Optional[int] = None):
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.ignore_label = ignore_label
         self.reduce_zero_label = reduce_zero_label
+        self.num_classes = num_classes
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> Dict:
@@ -82,6 +88,7 @@ class SemSegDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": ignore_label,
             "reduce_zero_label": bool(getattr(meta, "reduce_zero_label", False)) if meta else False,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         }
 
     def __call__(self, dataset_dict: Dict) -> Dict:
@@ -114,4 +121,24 @@ class SemSegDatasetMapper:
                 f"label {path} has size {label.shape[0]}x{label.shape[1]} but image "
                 f"{d['file_name']} has {image_hw[0]}x{image_hw[1]}"
             )
+        if self.num_classes is not None:
+            check_label_values(label, self.num_classes, self.ignore_label, path, reduce)
         return label
+
+
+def check_label_values(label: np.ndarray, num_classes: int, ignore_label: int, path: str,
+                       reduced: bool = False) -> None:
+    """Raise :class:`CorruptImageError` if ``label`` has a value outside [0, num_classes) other
+    than ``ignore_label``. The message names the file, up to 10 bad values as they are in the
+    file (``reduced``: the label went through reduce_zero_label, so file value = class id + 1)
+    and the class count."""
+    bad = ((label < 0) | (label >= num_classes)) & (label != ignore_label)
+    if not bad.any():
+        return
+    values = np.unique(label[bad]).astype(np.int64) + (1 if reduced else 0)
+    shown = ", ".join(str(v) for v in values[:10]) + (f", ... ({len(values)} values)" if len(values) > 10 else "")
+    expected = f"1..{num_classes} (reduce_zero_label: value k is class k-1, 0 unlabelled)" if reduced else f"0..{num_classes - 1}"
+    raise CorruptImageError(
+        f"label {path} has value(s) {shown}; expected class ids {expected} for "
+        f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes}, or the ignore value {ignore_label}"
+    )
