@@ -36,6 +36,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import segdet  # noqa: E402,F401  (registers everything)
 from segdet.engine import AtomicCheckpointer, Trainer  # noqa: E402
+from segdet.engine.run_lock import lock_output_dir, releases_output_dir_locks  # noqa: E402
 from segdet.utils.config_io import load_config  # noqa: E402
 from segdet.utils.errors import run_with_clear_errors  # noqa: E402
 
@@ -62,6 +63,8 @@ def setup(args):
     if getattr(args, "trust_pickle", False):
         opts += ["MODEL.TRUST_PICKLE", "True"]
     cfg = load_config(args.config_file, opts)
+    if not args.eval_only:  # one training per OUTPUT_DIR; before default_setup writes into it
+        lock_output_dir(cfg.OUTPUT_DIR)
     default_setup(cfg, args)
     # segdet's own loggers (teacher cost per step, parameter counts, exports) next to detectron2's
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="segdet", abbrev_name="segdet")
@@ -90,6 +93,7 @@ def write_results(cfg, results, name="eval_results.json"):
         logger.info(f"Evaluation results written to {path}")
 
 
+@releases_output_dir_locks
 def main(args):
     cfg = setup(args)
     if args.eval_only:
