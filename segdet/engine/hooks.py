@@ -1,4 +1,4 @@
-"""Training hooks: loss/LR/metric curves as a PNG."""
+"""Training hooks: loss/LR/metric curves as a PNG, the student's weights, reseeding for resume."""
 import logging
 import os
 from typing import Dict, List, Tuple
@@ -6,7 +6,7 @@ from typing import Dict, List, Tuple
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-__all__ = ["TrainingCurvesHook", "StudentExportHook", "plot_training_curves"]
+__all__ = ["TrainingCurvesHook", "StudentExportHook", "ReseedHook", "iteration_seed", "plot_training_curves"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,3 +93,30 @@ class StudentExportHook(HookBase):
         atomic_torch_save({"model": model.export_student_state_dict(),
                            "iteration": self.trainer.iter}, self._path)
         logger.info(f"Student weights written to {self._path}")
+
+
+def iteration_seed(seed: int, iteration: int, rank: int) -> int:
+    """A seed for the random numbers from ``iteration`` on, in process ``rank``."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, iteration, rank]).generate_state(1)[0]) % 2 ** 31
+
+
+class ReseedHook(HookBase):
+    """Reseeds python's, numpy's and torch's global RNGs (as detectron2's ``seed_all_rng``) from
+    ``(seed, iteration, rank)`` before the first iteration and before every iteration that
+    follows a periodic checkpoint (``iteration % period == 0``). A run resumed from such a
+    checkpoint then draws the same random numbers (augmentations in the main process, proposal
+    sampling, dropout) as the uninterrupted run. Data-loader workers keep their own streams
+    (reproducible resumes need ``DATALOADER.NUM_WORKERS 0``). Every process, each its own seed."""
+
+    def __init__(self, seed: int, period: int):
+        self._seed = seed
+        self._period = period
+
+    def before_step(self) -> None:
+        from detectron2.utils.env import seed_all_rng
+
+        iteration = self.trainer.iter
+        if iteration == self.trainer.start_iter or (self._period > 0 and iteration % self._period == 0):
+            seed_all_rng(iteration_seed(self._seed, iteration, comm.get_rank()))

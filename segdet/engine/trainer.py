@@ -1,26 +1,37 @@
 """segdet's trainer: detectron2's DefaultTrainer with the builders chosen by the config."""
 import logging
 import os
+import re
 import weakref
 from collections import OrderedDict
 
 import torch
 
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data.build import _train_loader_from_config
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.modeling import build_model
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
+
+from segdet.utils.errors import TrainingDivergedError
 
 from .checkpoint import AtomicCheckpointer
 from .ddp import create_ddp_model
-from .hooks import StudentExportHook, TrainingCurvesHook
+from .hooks import ReseedHook, StudentExportHook, TrainingCurvesHook
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
+from .resume import (MetricsJSONWriter, ResumableSampler, config_settings, drop_metrics_from,
+                     restore_config_settings)
 
-__all__ = ["Trainer", "build_mapper", "count_parameters"]
+__all__ = ["Trainer", "build_mapper", "count_parameters", "divergence_message"]
 
 logger = logging.getLogger(__name__)
+
+# a loss of detectron2's "Loss became infinite or NaN" message: 'loss_cls': nan (numpy 1)
+# or 'loss_cls': np.float64(inf) (numpy 2)
+_NON_FINITE_LOSS = re.compile(r"'([^']+)': (?:np\.float\d+\()?(?:nan|-?inf)\b")
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
@@ -41,10 +52,34 @@ def build_mapper(cfg, is_train: bool):
     raise ValueError(f"INPUT.DATASET_MAPPER_NAME must be 'default' or 'sem_seg', got {name!r}")
 
 
+def divergence_message(d2_message: str, iteration: int, output_dir: str) -> str:
+    """One line for detectron2's ``FloatingPointError`` (``d2_message``): the iteration, the
+    losses that went non-finite and the last checkpoint (``OUTPUT_DIR/last_checkpoint``)."""
+    losses = ", ".join(_NON_FINITE_LOSS.findall(d2_message)) or "the total loss"
+    try:
+        with open(os.path.join(output_dir, "last_checkpoint")) as f:
+            last = os.path.join(output_dir, f.read().strip())
+    except OSError:
+        last = None
+    if last:
+        where = (f"last checkpoint: {last} (continue from it with --resume, e.g. with a lower SOLVER.BASE_LR "
+                 "or SOLVER.CLIP_GRADIENTS.ENABLED True)")
+    else:
+        where = "last checkpoint: none (none was saved before; try a lower SOLVER.BASE_LR or longer warm-up)"
+    return f"training diverged at iteration {iteration}: non-finite {losses}; {where}"
+
+
 class Trainer(DefaultTrainer):
     """:class:`DefaultTrainer` with segdet's mapper, evaluator, optimizer and LR choices, atomic
     checkpoints, training-curve plots, CPU-capable DDP, and teacher evaluation for distillation
-    models."""
+    models.
+
+    Resuming (:meth:`resume_or_load`) continues the run as if it had not stopped: the data
+    position and (with ``SEED >= 0``) the random numbers of the uninterrupted run, each iteration
+    once in ``metrics.json``, and the config's optimizer settings (a changed ``SOLVER.BASE_LR``
+    wins over the checkpoint's, with a warning). A non-finite loss ends training with a
+    :class:`~segdet.utils.errors.TrainingDivergedError` that names the iteration, the losses and
+    the last checkpoint."""
 
     def __init__(self, cfg):
         # DefaultTrainer.__init__, with segdet's DDP wrapper and atomic checkpointer.
@@ -82,10 +117,21 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """detectron2's loader whose sampler is a :class:`ResumableSampler` (the loader's
+        ``resumable_sampler``); with ``SEED >= 0`` seeded by its own generator, so that creating
+        its iterator draws nothing from torch's global RNG (which :class:`ReseedHook` resets)."""
         from segdet.data.checks import dataset_dicts_for_training  # an empty dataset: one clear line
 
-        return build_detection_train_loader(cfg, mapper=build_mapper(cfg, is_train=True),
-                                            dataset=dataset_dicts_for_training(cfg))
+        kwargs = _train_loader_from_config(cfg, mapper=build_mapper(cfg, is_train=True),
+                                           dataset=dataset_dicts_for_training(cfg))
+        sampler = kwargs.get("sampler")
+        if sampler is not None:
+            kwargs["sampler"] = sampler = ResumableSampler(sampler)
+        if cfg.SEED >= 0:
+            kwargs["seed"] = cfg.SEED + comm.get_rank()
+        loader = build_detection_train_loader(**kwargs)
+        loader.resumable_sampler = sampler
+        return loader
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -139,8 +185,50 @@ class Trainer(DefaultTrainer):
             results.update(teacher_results)
         return results
 
+    def resume_or_load(self, resume=True):
+        """detectron2's, and when resuming from a checkpoint: the config's optimizer settings
+        replace the checkpoint's (the config wins; one warning line per change, naming the old and
+        new values), the training data continue where the checkpoint's iteration left them, and
+        ``metrics.json`` loses its entries at iterations >= the new start (main process); a
+        missing ``model_final.pth`` of a finished run is written."""
+        settings = config_settings(self.optimizer, self.scheduler)
+        super().resume_or_load(resume=resume)
+        if not (resume and self.checkpointer.has_checkpoint()):
+            return
+        for change in restore_config_settings(self.optimizer, self.scheduler, settings, self.cfg.SOLVER.BASE_LR):
+            logger.warning(f"Resuming with the config's value: {change}")
+        sampler = getattr(self.data_loader, "resumable_sampler", None)
+        if sampler is not None:
+            sampler.skip(self.start_iter * (self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()))
+        if comm.is_main_process():
+            drop_metrics_from(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
+        final = os.path.join(self.cfg.OUTPUT_DIR, "model_final.pth")
+        if self.start_iter >= self.max_iter and not os.path.isfile(final):
+            # killed while saving model_final, after the last periodic checkpoint: the loop will not
+            # run again, so write it now (the same state; on the main process only)
+            self.checkpointer.save("model_final", iteration=self.iter)
+
+    def run_step(self):
+        self._trainer.iter = self.iter
+        try:
+            self._trainer.run_step()
+        except FloatingPointError as exc:
+            if isinstance(exc, TrainingDivergedError) or "infinite or NaN" not in str(exc):
+                raise
+            raise TrainingDivergedError(divergence_message(str(exc), self.iter, self.cfg.OUTPUT_DIR)) from exc
+
+    def build_writers(self):
+        """detectron2's default writers, ``metrics.json`` opened at its first write (after a
+        resume has cleaned it)."""
+        os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)
+        return [CommonMetricPrinter(self.max_iter),
+                MetricsJSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
+                TensorboardXWriter(self.cfg.OUTPUT_DIR)]
+
     def build_hooks(self):
         hooks = super().build_hooks()
+        if self.cfg.SEED >= 0:
+            hooks.insert(0, ReseedHook(self.cfg.SEED, self.cfg.SOLVER.CHECKPOINT_PERIOD))
         if comm.is_main_process():
             hooks.insert(-1, TrainingCurvesHook(self.cfg.OUTPUT_DIR, period=max(20, self.cfg.SOLVER.CHECKPOINT_PERIOD)))
             inner = getattr(self.model, "module", self.model)

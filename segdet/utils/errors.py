@@ -3,11 +3,16 @@ import os
 import sys
 from typing import Callable, Optional
 
-__all__ = ["ConfigError", "user_error_message", "run_with_clear_errors"]
+__all__ = ["ConfigError", "TrainingDivergedError", "user_error_message", "run_with_clear_errors"]
 
 
 class ConfigError(ValueError):
     """A config file, key or value that segdet cannot use."""
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the iteration, the losses that went
+    non-finite and the last checkpoint to resume from."""
 
 
 def user_error_message(exc: BaseException) -> Optional[str]:
@@ -18,7 +23,8 @@ def user_error_message(exc: BaseException) -> Optional[str]:
 
     if isinstance(exc, KeyError) and exc.args and "config key" in str(exc.args[0]):
         return f"unknown config key: {exc.args[0]}"
-    if not isinstance(exc, (ConfigError, CorruptImageError, FileNotFoundError, ValueError, KeyError)):
+    if not isinstance(exc, (ConfigError, CorruptImageError, FileNotFoundError, ValueError, KeyError,
+                            TrainingDivergedError)):
         return None
     message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     if "Original Traceback" in message:  # raised in a DataLoader worker
