@@ -208,14 +208,35 @@ def _add_distill_config(cfg: CN) -> None:
     # Instance terms: levels GT boxes are RoIAligned on (RetinaNet: ("p3", "p4")), k of k x k.
     cfg.DISTILL.DRKD.INST_LEVELS = ("p2", "p3")
     cfg.DISTILL.DRKD.ROI_SIZE = 3
-    cfg.DISTILL.DRKD.RELATION_FILTER = "learned"  # "random_fc" | "learned" | "none"
+    # "random_fc" (official two-stage: a fresh untrained Linear(d, M) per call, here seeded) |
+    # "learned" (a trained permutation-equivariant gate, segdet's option) | "none" (official one-stage).
+    cfg.DISTILL.DRKD.RELATION_FILTER = "random_fc"
     # Seed of the "random_fc" filter, drawn per (seed, iteration, level, image).
     cfg.DISTILL.DRKD.SEED = 0
-    # Term weights; 0 disables a term (RetinaNet: W_PIXEL 4e-3, W_INST 5e-3, W_FORE 0).
+    # Term weights; 0 disables a term (a disabled term builds no modules). Defaults: the released
+    # two-stage code. RetinaNet, as the released single-stage code: W_INST 5e-3 (relation term,
+    # RELATION_FILTER "none"), W_PIXEL 0, W_FORE 0; W_PIXEL 4e-3 (its commented-out line) switches
+    # the pixel term on, an extension.
     cfg.DISTILL.DRKD.W_PIXEL = 1e-3
     cfg.DISTILL.DRKD.W_INST = 4e-3
     cfg.DISTILL.DRKD.W_FORE = 2.4e-3
-    # Images per device at which the batch-size-invariant terms equal the official ones.
+    # How the un-squared L2 norms of the terms are normalised:
+    #  "official": as the DRKD code. A norm grows as sqrt(its element count), so the official
+    #    weights mean what they mean only at COCO scale (the reference shape below).
+    #  "scale_aware": each norm divided by sqrt(its element count / the count at the reference
+    #    shape): independent of the input size and images per device, and equal to "official"
+    #    at the reference shape. Pixel term, level of stride s: B x C x H x W against
+    #    REF_IMAGES_PER_DEVICE x REF_CHANNELS x ceil(H_ref/s) x ceil(W_ref/s). Instance terms,
+    #    per image: M_b x C x k x k against M_b x REF_CHANNELS x 3 x 3 (the image's own instance
+    #    count M_b: it is content, not size, and does not change with the input size).
+    cfg.DISTILL.DRKD.NORMALIZATION = "official"
+    # Reference shape: the padded (H, W) input and the FPN channels. 800 x 1216 is a COCO 3:2
+    # image (640 x 427, resized to 800 x 1199, padded to 32), and any 2-image batch pairing one
+    # with a 4:3 image (800 x 1067); the shape of the spec's cost figures (spec A.9).
+    cfg.DISTILL.DRKD.REF_INPUT_SIZE = (800, 1216)
+    cfg.DISTILL.DRKD.REF_CHANNELS = 256
+    # Images per device at which the batch-size-invariant terms equal the official ones (both
+    # normalisations).
     cfg.DISTILL.DRKD.REF_IMAGES_PER_DEVICE = 2
     # GloRe output BN gamma = 0 (identity at init); divide GloRe node features by H*W.
     cfg.DISTILL.DRKD.GLORE_ZERO_INIT_BN = False
@@ -246,6 +267,16 @@ def _add_distill_config(cfg: CN) -> None:
     cfg.DISTILL.DSD.TAU = 4.0
     cfg.DISTILL.DSD.CSD_POOL = 2  # average-pool kernel (= stride, ceil mode) on the logits; 1 = none
     cfg.DISTILL.DSD.W_CSD = 100.0
+    # Both terms are means over the batch (batch-size invariant in either mode).
+    #  "official": as defined. PSD = cosine distance / N (N positions of the compared maps) falls
+    #    as 1/N on larger inputs; paper-form CSD (a mean of cosines) is size invariant; the
+    #    "cirkd" CSD falls as 1/N'^2 (N' positions after CSD_POOL).
+    #  "scale_aware": PSD x N / N_ref and "cirkd" CSD x (N'/N'_ref)^2 (paper CSD unchanged):
+    #    independent of the input size, equal to "official" at REF_MAP_SIZE.
+    cfg.DISTILL.DSD.NORMALIZATION = "official"
+    # (h, w) of the compared maps / student logits at the reference: CIRKD's Cityscapes DSD run
+    # (512 x 1024 crops, output stride 8), where W_PSD 1000 was used.
+    cfg.DISTILL.DSD.REF_MAP_SIZE = (64, 128)
 
 
 def _add_checkpoint_config(cfg: CN) -> None:

@@ -9,9 +9,21 @@ Three terms on the FPN outputs of student and teacher:
   * instance feature imitation ("fore", two-stage only): L2 distance between the adapted student
     and the teacher RoI features.
 
-Normalisation is batch-size invariant (spec §A.7-8) and equals the official value at
-``ref_images_per_device`` images per device. Every module here is trainable (the teacher-side
-GloRe and relation modules too, as in the official code) unless ``freeze_teacher_side``.
+Normalisation (``normalization``):
+  * ``"official"``: the DRKD code's un-squared L2 norms, made batch-size invariant (spec §A.7-8):
+    equal to the official value at ``ref_images_per_device`` images per device. They grow as the
+    square root of the element count, so the official weights mean what they mean only at COCO
+    scale.
+  * ``"scale_aware"``: each un-squared norm divided by sqrt(its element count / the element count
+    at the reference shape), i.e. sqrt(reference count) × the root mean square of the
+    difference. Reference: a padded ``ref_input_size`` (H, W) input, ``ref_images_per_device``
+    images, ``ref_channels`` channels, so a stride-s level has ⌈H/s⌉×⌈W/s⌉ positions; instance
+    terms: the image's own M_b instances × ``ref_channels`` × 3×3 (the instance count is content,
+    not size: it does not change with the input size, and keeping it makes the two forms equal on
+    every batch at the reference shape). At the reference shape the two forms are equal exactly.
+
+Every module here is trainable (the teacher-side GloRe and relation modules too, as in the
+official code) unless ``freeze_teacher_side``.
 """
 from typing import Dict, List, Mapping, Optional, Sequence
 
@@ -24,11 +36,15 @@ from detectron2.utils.events import get_event_storage
 from ..taps import resolve_module
 from .base import DistillLoss
 from .drkd_functional import (
+    NORMALIZATIONS,
+    REF_ROI_SIZE,
     batch_normalized_l2,
     conv1x1,
     filter_seed,
     per_image_l2,
+    reference_level_size,
     roi_align_stacked,
+    size_factor,
 )
 from .glore import GloReUnit
 from .registry import DISTILL_LOSS_REGISTRY
@@ -63,13 +79,16 @@ class DRKD(DistillLoss):
     (M_b, 4) and returns, each already multiplied by its weight (a term whose weight is 0 is
     neither built nor returned), with r = ref_images_per_device / B:
 
-      * ``"drkd_pixel"`` = w_pixel · Σ_l sqrt(r · Σ_b ‖A_l(G^s_l(S_l))_b − G^t_l(T_l)_b‖²)
-      * ``"drkd_inst"``  = w_inst · r · Σ_{l ∈ inst_levels} Σ_{b: M_b>0} ‖A'_l(z^s_{l,b}) − z^t_{l,b}‖
-      * ``"drkd_fore"``  = w_fore · r · Σ_{l ∈ inst_levels} Σ_{b: M_b>0} ‖A''_l(X^s_{l,b}) − X^t_{l,b}‖
+      * ``"drkd_pixel"`` = w_pixel · Σ_l c_l · sqrt(r · Σ_b ‖A_l(G^s_l(S_l))_b − G^t_l(T_l)_b‖²)
+      * ``"drkd_inst"``  = w_inst · r · Σ_{l ∈ inst_levels} c'_l Σ_{b: M_b>0} ‖A'_l(z^s_lb) − z^t_lb‖
+      * ``"drkd_fore"``  = w_fore · r · Σ_{l ∈ inst_levels} c'_l Σ_{b: M_b>0} ‖A''_l(X^s_lb) − X^t_lb‖
 
     where X_{l,b} = RoIAlign(F_l[b], boxes_b) (M_b, C, k, k) and z = InstanceRelation(X). Images
     without boxes contribute 0; a batch without any box returns 0·Σ(parameters) so that every
-    parameter still takes part in the graph (DDP).
+    parameter still takes part in the graph (DDP). The size factors are 1 for ``"official"``;
+    for ``"scale_aware"``, with the level's teacher channels C, map H×W and reference map
+    H_l×W_l = ⌈H_ref/s⌉×⌈W_ref/s⌉:
+    c_l = sqrt(C_ref·H_l·W_l / (C·H·W)) and c'_l = sqrt(C_ref·3·3 / (C·k·k)).
     """
 
     @configurable
@@ -83,7 +102,7 @@ class DRKD(DistillLoss):
         teacher_channels: Mapping[str, int],
         inst_levels: Sequence[str] = ("p2", "p3"),
         roi_size: int = 3,
-        relation_filter: str = "learned",
+        relation_filter: str = "random_fc",
         w_pixel: float = 1e-3,
         w_inst: float = 4e-3,
         w_fore: float = 2.4e-3,
@@ -94,6 +113,9 @@ class DRKD(DistillLoss):
         seed: int = 0,
         student_tap: str = "backbone",
         teacher_tap: str = "backbone",
+        normalization: str = "official",
+        ref_input_size: Sequence[int] = (800, 1216),
+        ref_channels: int = 256,
     ):
         """
         Args:
@@ -111,6 +133,9 @@ class DRKD(DistillLoss):
                 (their BN still uses batch statistics).
             seed: seed of the "random_fc" filter, drawn per (seed, iteration, level, image).
             student_tap / teacher_tap: module names whose output is the FPN dict.
+            normalization: "official" or "scale_aware" (see the module docstring).
+            ref_input_size / ref_channels: the reference shape of "scale_aware", with
+                ``ref_images_per_device``: padded input (H, W) and FPN channels.
         """
         super().__init__()
         levels, inst_levels = list(levels), list(inst_levels)
@@ -127,6 +152,14 @@ class DRKD(DistillLoss):
             raise ValueError(f"DISTILL.DRKD.REF_IMAGES_PER_DEVICE must be > 0, got {ref_images_per_device}")
         if roi_size < 1:
             raise ValueError(f"DISTILL.DRKD.ROI_SIZE must be >= 1, got {roi_size}")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"DISTILL.DRKD.NORMALIZATION must be one of {NORMALIZATIONS}, "
+                             f"got {normalization!r}")
+        if len(ref_input_size) != 2 or min(ref_input_size) <= 0:
+            raise ValueError("DISTILL.DRKD.REF_INPUT_SIZE must be a padded input size (H, W) > 0, "
+                             f"got {tuple(ref_input_size)}")
+        if ref_channels <= 0:
+            raise ValueError(f"DISTILL.DRKD.REF_CHANNELS must be > 0, got {ref_channels}")
         for level in dict.fromkeys(levels + inst_levels):
             for what, table in (("strides", strides), ("student_channels", student_channels),
                                 ("teacher_channels", teacher_channels)):
@@ -143,6 +176,9 @@ class DRKD(DistillLoss):
         self.w_pixel, self.w_inst, self.w_fore = float(w_pixel), float(w_inst), float(w_fore)
         self.ref_images = float(ref_images_per_device)
         self.seed = int(seed)
+        self.normalization = normalization
+        self.ref_input_size = (int(ref_input_size[0]), int(ref_input_size[1]))
+        self.ref_channels = int(ref_channels)
 
         glore = dict(zero_init_bn=glore_zero_init_bn, normalize=glore_normalize)
         mids = dict(zip(levels, glore_mid))
@@ -201,6 +237,9 @@ class DRKD(DistillLoss):
             "seed": c.SEED,
             "student_tap": c.STUDENT_TAP,
             "teacher_tap": c.TEACHER_TAP,
+            "normalization": c.NORMALIZATION,
+            "ref_input_size": c.REF_INPUT_SIZE,
+            "ref_channels": c.REF_CHANNELS,
         }
 
     # ------------------------------------------------------------------ forward
@@ -229,14 +268,32 @@ class DRKD(DistillLoss):
         return out
 
     def pixel_loss(self, s: Mapping[str, torch.Tensor], t: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Σ_l sqrt(r·Σ_b ‖A_l(G^s_l(s_l))_b − G^t_l(t_l)_b‖²) (unweighted)."""
+        """Σ_l c_l·sqrt(r·Σ_b ‖A_l(G^s_l(s_l))_b − G^t_l(t_l)_b‖²) (unweighted)."""
         total = 0.0
         for level in self.levels:
             adapter = self.pixel_adapters[level]
             student = conv1x1(self.student_glore[level](s[level]), adapter.weight, adapter.bias)
             teacher = self.teacher_glore[level](t[level].detach())
-            total = total + batch_normalized_l2(student - teacher, self.ref_images)
+            term = batch_normalized_l2(student - teacher, self.ref_images)
+            if self.normalization == "scale_aware":
+                term = term * self.pixel_size_factor(level, teacher.shape)
+            total = total + term
         return total
+
+    def pixel_size_factor(self, level: str, shape: Sequence[int]) -> float:
+        """c_l = sqrt(C_ref·H_l·W_l / (C·H·W)) for a level's (B, C, H, W) difference; the batch
+        size is handled by r."""
+        ref_h, ref_w = reference_level_size(self.ref_input_size, self.strides[level])
+        _, c, h, w = shape
+        return size_factor(c * h * w, self.ref_channels * ref_h * ref_w)
+
+    def instance_size_factor(self, channels: int) -> float:
+        """c' = sqrt(C_ref·3·3 / (C·k·k)) for RoI features of C channels (1 for "official"); the
+        image's instance count M_b is in both counts and cancels."""
+        if self.normalization != "scale_aware":
+            return 1.0
+        k2 = self.roi_size ** 2
+        return size_factor(channels * k2, self.ref_channels * REF_ROI_SIZE ** 2)
 
     def instance_losses(self, s: Mapping[str, torch.Tensor], t: Mapping[str, torch.Tensor],
                         boxes: Sequence[torch.Tensor]):
@@ -249,7 +306,7 @@ class DRKD(DistillLoss):
         num_images = len(boxes)
         counts = [int(b.shape[0]) for b in boxes]
         iteration = _current_iteration() if self.relation_filter == "random_fc" else 0
-        inst_diffs, fore_diffs = [], []
+        inst_diffs, fore_diffs, inst_scales, fore_scales = [], [], [], []
         for level_index, level in enumerate(self.inst_levels):
             if sum(counts) == 0:
                 break
@@ -262,18 +319,24 @@ class DRKD(DistillLoss):
                 zs, _ = self.student_relation[level](xs, self._generators(seeds), counts)
                 zt, _ = self.teacher_relation[level](xt, self._generators(seeds), counts)
                 diff = self.relation_adapters[level](zs) - zt
-                inst_diffs.extend(d for d in diff.split(counts) if d.shape[0])
+                per_image = [d for d in diff.split(counts) if d.shape[0]]
+                inst_diffs.extend(per_image)
+                inst_scales.extend([self.instance_size_factor(diff.shape[1])] * len(per_image))
             if level in self.fore_adapters:
                 diff = self.fore_adapters[level](xs) - xt
-                fore_diffs.extend(d for d in diff.split(counts) if d.shape[0])
+                per_image = [d for d in diff.split(counts) if d.shape[0]]
+                fore_diffs.extend(per_image)
+                fore_scales.extend([self.instance_size_factor(diff.shape[1])] * len(per_image))
         inst = fore = None
         like = s[self.inst_levels[0]]
+        if self.normalization == "official":   # the official sums, unchanged
+            inst_scales = fore_scales = None
         if len(self.student_relation):
-            inst = (per_image_l2(inst_diffs, num_images, self.ref_images) if inst_diffs else
+            inst = (per_image_l2(inst_diffs, num_images, self.ref_images, inst_scales) if inst_diffs else
                     self._zero_touching(like, self.student_relation, self.teacher_relation,
                                         self.relation_adapters))
         if len(self.fore_adapters):
-            fore = (per_image_l2(fore_diffs, num_images, self.ref_images) if fore_diffs else
+            fore = (per_image_l2(fore_diffs, num_images, self.ref_images, fore_scales) if fore_diffs else
                     self._zero_touching(like, self.fore_adapters))
         return inst, fore
 

@@ -1,7 +1,9 @@
 """Pure functions of DRKD (spec drkd_dsd.md §A.3, §A.4, §A.7): distances with batch-size-invariant
-normalisation, per-image RoIAlign, instance relation matrices and relation filters."""
+normalisation, the scale-aware size factors, per-image RoIAlign, instance relation matrices and
+relation filters."""
 import hashlib
-from typing import List, Optional, Sequence
+import math
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch.nn import functional as F
@@ -10,8 +12,12 @@ from torchvision.ops import roi_align
 from .lean_ops import l2_norm
 
 __all__ = [
+    "NORMALIZATIONS",
+    "REF_ROI_SIZE",
     "conv1x1",
     "batch_normalized_l2",
+    "reference_level_size",
+    "size_factor",
     "per_image_l2",
     "roi_align_per_image",
     "roi_align_stacked",
@@ -21,6 +27,12 @@ __all__ = [
     "learned_filter",
     "filter_seed",
 ]
+
+# "official": the un-squared norms of the DRKD code (batch-size invariant, spec §A.7-8);
+# "scale_aware": each norm divided by sqrt(its element count / the count at the reference shape).
+NORMALIZATIONS = ("official", "scale_aware")
+# k of the official k×k RoIs: the instance terms' reference element count is M_b·C_ref·3·3.
+REF_ROI_SIZE = 3
 
 
 def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -46,13 +58,37 @@ def batch_normalized_l2(diff: torch.Tensor, ref_images: float) -> torch.Tensor:
     return l2_norm(diff) * (ref_images / num_images) ** 0.5
 
 
-def per_image_l2(diffs: Sequence[torch.Tensor], num_images: int, ref_images: float) -> torch.Tensor:
-    """(ref/B)·Σ_i ‖diffs_i‖ with B = ``num_images``: a sum of per-image Frobenius norms (the DRKD
-    instance terms) rescaled to be batch-size invariant. ``diffs`` must be non-empty."""
+def per_image_l2(diffs: Sequence[torch.Tensor], num_images: int, ref_images: float,
+                 scales: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """(ref/B)·Σ_i c_i·‖diffs_i‖ with B = ``num_images``: a sum of per-image Frobenius norms (the
+    DRKD instance terms) rescaled to be batch-size invariant. ``diffs`` must be non-empty;
+    ``scales`` (one c_i per diff, e.g. :func:`size_factor` values) default to 1."""
     if not diffs:
         raise ValueError("per_image_l2 needs at least one difference tensor")
-    total = sum(l2_norm(d) for d in diffs)
+    if scales is None:
+        total = sum(l2_norm(d) for d in diffs)
+    else:
+        if len(scales) != len(diffs):
+            raise ValueError(f"per_image_l2: {len(scales)} scales for {len(diffs)} differences")
+        total = sum(l2_norm(d) * c for d, c in zip(diffs, scales))
     return total * (ref_images / num_images)
+
+
+def reference_level_size(ref_input_size: Sequence[int], stride: int) -> Tuple[int, int]:
+    """(⌈H/s⌉, ⌈W/s⌉): the size of the stride-s FPN map of a padded (H, W) input. Detectron2's
+    FPN gives exactly this on every level, P6 (max-pool) and P6/P7 (3×3 stride-2 convs) included,
+    since each halving of an n-long side gives ⌈n/2⌉ and ⌈⌈n/a⌉/b⌉ = ⌈n/(ab)⌉."""
+    h, w = ref_input_size
+    return math.ceil(h / stride), math.ceil(w / stride)
+
+
+def size_factor(count: int, ref_count: int) -> float:
+    """sqrt(ref_count / count): the factor that turns an un-squared L2 norm over ``count``
+    elements into its value at ``ref_count`` elements of the same per-element content (exactly 1.0
+    when the counts are equal)."""
+    if count <= 0 or ref_count <= 0:
+        raise ValueError(f"size_factor needs positive element counts, got {count} and {ref_count}")
+    return (ref_count / count) ** 0.5
 
 
 def roi_align_per_image(feature: torch.Tensor, boxes: Sequence[torch.Tensor], output_size: int,

@@ -11,6 +11,11 @@ Tap outputs:
     layer sequence; student and teacher must give the same number of maps.
   * Logits taps must output a (B, K, h, w) tensor, the logits before upsampling.
 
+Normalisation (``DISTILL.DSD.NORMALIZATION``): ``"official"`` uses the terms as defined (means
+over the batch: batch-size invariant); ``"scale_aware"`` also makes them independent of the map
+size relative to ``DISTILL.DSD.REF_MAP_SIZE`` (see :func:`~.dsd_functional.psd_size_factor` and
+:func:`~.dsd_functional.csd_size_factor`), equal to ``"official"`` at that size.
+
 Padding: maps are used as recorded. With fixed-size training crops (the usual segmentation
 recipe) there is no padding; variable-size batches would mix padded pixels into the maps.
 """
@@ -23,7 +28,15 @@ from detectron2.config import configurable
 
 from ..taps import resolve_module
 from .base import DistillLoss
-from .dsd_functional import CSD_FORMS, PAIRS, csd_loss, psd_loss
+from .dsd_functional import (
+    CSD_FORMS,
+    NORMALIZATIONS,
+    PAIRS,
+    csd_loss,
+    csd_size_factor,
+    psd_loss,
+    psd_size_factor,
+)
 from .registry import DISTILL_LOSS_REGISTRY
 
 __all__ = ["PSD", "CSD", "flatten_tap_maps", "PSD_RESIZE_MODES"]
@@ -68,6 +81,13 @@ def _check_taps(model: nn.Module, names: Sequence[str], side: str) -> None:
         resolve_module(model, n, side)
 
 
+def _check_normalization(normalization: str, ref_map_size: Sequence[int]) -> None:
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"DISTILL.DSD.NORMALIZATION must be one of {NORMALIZATIONS}, got {normalization!r}")
+    if len(ref_map_size) != 2 or min(ref_map_size) <= 0:
+        raise ValueError(f"DISTILL.DSD.REF_MAP_SIZE must be a map size (h, w) > 0, got {tuple(ref_map_size)}")
+
+
 @DISTILL_LOSS_REGISTRY.register()
 class PSD(DistillLoss):
     """Pixel-wise similarity distillation. Returns ``{"dsd_psd": w_psd · psd_loss(...)}``.
@@ -80,7 +100,8 @@ class PSD(DistillLoss):
     @configurable
     def __init__(self, *, student_layers: Sequence[str], teacher_layers: Sequence[str],
                  pairs: str = "adjacent", resize_to: str = "student_logits",
-                 student_logits: str = "sem_seg_head.conv_seg", w_psd: float = 1000.0, p: int = 2):
+                 student_logits: str = "sem_seg_head.conv_seg", w_psd: float = 1000.0, p: int = 2,
+                 normalization: str = "official", ref_map_size: Sequence[int] = (64, 128)):
         """
         Args:
             student_layers / teacher_layers: tap names (module names), shallow to deep.
@@ -89,6 +110,9 @@ class PSD(DistillLoss):
             student_logits: the student's logits tap (used only for its size).
             w_psd: weight of the term.
             p: AT exponent.
+            normalization: ``"official"`` or ``"scale_aware"`` (× N / N_ref, N the positions of
+                the compared maps).
+            ref_map_size: (h, w) of the maps at the reference (CIRKD's 512×1024 crops at stride 8).
         """
         super().__init__()
         if not student_layers or not teacher_layers:
@@ -101,7 +125,9 @@ class PSD(DistillLoss):
         if resize_to == "student_logits" and not student_logits:
             raise ValueError("DISTILL.DSD.PSD_RESIZE_TO='student_logits' needs DISTILL.DSD.STUDENT_LOGITS")
         self.student_layers, self.teacher_layers = tuple(student_layers), tuple(teacher_layers)
+        _check_normalization(normalization, ref_map_size)
         self.pairs, self.resize_to, self.w_psd, self.p = pairs, resize_to, float(w_psd), p
+        self.normalization, self.ref_map_size = normalization, tuple(int(v) for v in ref_map_size)
         self.student_logits = student_logits if resize_to == "student_logits" else ""
         extra = (self.student_logits,) if self.student_logits else ()
         self.student_taps = tuple(dict.fromkeys(self.student_layers + extra))
@@ -117,6 +143,8 @@ class PSD(DistillLoss):
             "resize_to": d.PSD_RESIZE_TO,
             "student_logits": d.STUDENT_LOGITS,
             "w_psd": d.W_PSD,
+            "normalization": d.NORMALIZATION,
+            "ref_map_size": d.REF_MAP_SIZE,
         }
         _check_taps(student, ret["student_layers"], "student")
         _check_taps(teacher, ret["teacher_layers"], "teacher")
@@ -134,9 +162,12 @@ class PSD(DistillLoss):
                              "they must be equal")
         if self.student_logits:
             size = tuple(_logits(student_feats[self.student_logits], self.student_logits, "student").shape[-2:])
-        else:
-            size = None
-        return {"dsd_psd": self.w_psd * psd_loss(s_maps, t_maps, size=size, pairs=self.pairs, p=self.p)}
+        else:   # the largest student map, as psd_loss picks it
+            size = max((tuple(f.shape[-2:]) for f in s_maps), key=lambda s: s[0] * s[1])
+        loss = self.w_psd * psd_loss(s_maps, t_maps, size=size, pairs=self.pairs, p=self.p)
+        if self.normalization == "scale_aware":
+            loss = loss * psd_size_factor(size, self.ref_map_size)
+        return {"dsd_psd": loss}
 
 
 @DISTILL_LOSS_REGISTRY.register()
@@ -149,7 +180,8 @@ class CSD(DistillLoss):
     @configurable
     def __init__(self, *, student_logits: str = "sem_seg_head.conv_seg",
                  teacher_logits: str = "sem_seg_head.conv_seg", form: str = "paper", tau: float = 4.0,
-                 pool: int = 2, w_csd: float = 100.0):
+                 pool: int = 2, w_csd: float = 100.0, normalization: str = "official",
+                 ref_map_size: Sequence[int] = (64, 128)):
         """
         Args:
             student_logits / teacher_logits: tap names whose output is the pre-upsample logits.
@@ -157,6 +189,9 @@ class CSD(DistillLoss):
             tau: softmax temperature.
             pool: average-pool kernel (= stride) on the logits; ≤ 1 disables it.
             w_csd: weight of the term.
+            normalization: ``"official"`` or ``"scale_aware"`` (the ``"cirkd"`` form × (N'/N'_ref)²;
+                the ``"paper"`` form is size invariant as it is).
+            ref_map_size: (h, w) of the student logits at the reference.
         """
         super().__init__()
         if form not in CSD_FORMS:
@@ -165,7 +200,9 @@ class CSD(DistillLoss):
             raise ValueError("DISTILL.DSD.STUDENT_LOGITS and TEACHER_LOGITS must name the logits modules")
         if tau <= 0:
             raise ValueError(f"DISTILL.DSD.TAU must be > 0, got {tau}")
+        _check_normalization(normalization, ref_map_size)
         self.form, self.tau, self.pool, self.w_csd = form, float(tau), int(pool), float(w_csd)
+        self.normalization, self.ref_map_size = normalization, tuple(int(v) for v in ref_map_size)
         self.student_taps = (student_logits,)
         self.teacher_taps = (teacher_logits,)
 
@@ -181,6 +218,8 @@ class CSD(DistillLoss):
             "tau": d.TAU,
             "pool": d.CSD_POOL,
             "w_csd": d.W_CSD,
+            "normalization": d.NORMALIZATION,
+            "ref_map_size": d.REF_MAP_SIZE,
         }
 
     def forward(self, student_feats: Dict[str, Any], teacher_feats: Dict[str, Any],
@@ -188,4 +227,7 @@ class CSD(DistillLoss):
         (s_name,), (t_name,) = self.student_taps, self.teacher_taps
         s = _logits(student_feats[s_name], s_name, "student")
         t = _logits(teacher_feats[t_name], t_name, "teacher")
-        return {"dsd_csd": self.w_csd * csd_loss(s, t, form=self.form, tau=self.tau, pool=self.pool)}
+        loss = self.w_csd * csd_loss(s, t, form=self.form, tau=self.tau, pool=self.pool)
+        if self.normalization == "scale_aware" and self.form == "cirkd":
+            loss = loss * csd_size_factor(s.shape[-2:], self.ref_map_size, self.form, self.pool)
+        return {"dsd_csd": loss}

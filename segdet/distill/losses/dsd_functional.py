@@ -7,8 +7,16 @@
   MSE. Two forms: ``"paper"`` (softmax over classes, cosine between class maps; the default) and
   ``"cirkd"`` (softmax over space, raw inner products; numerically inert, kept for comparison).
 
+Size: both are means over the batch, so neither changes with the images per device. PSD
+compares unit vectors over the N map positions, so it equals a cosine distance / N and falls as
+1/N when the same content is sampled on a finer grid; the paper-form CSD is a mean of cosines and
+does not change; the CIRKD-form CSD falls as 1/N'² (N' positions after pooling).
+:func:`psd_size_factor` / :func:`csd_size_factor` give the factors of the ``"scale_aware"``
+normalisation that undo this relative to a reference map size.
+
 No function here owns parameters; teacher inputs are detached.
 """
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -22,12 +30,16 @@ __all__ = [
     "psd_loss",
     "csd_similarity",
     "csd_loss",
+    "psd_size_factor",
+    "csd_size_factor",
     "PAIRS",
     "CSD_FORMS",
+    "NORMALIZATIONS",
 ]
 
 PAIRS = ("adjacent", "all")
 CSD_FORMS = ("paper", "cirkd")
+NORMALIZATIONS = ("official", "scale_aware")
 
 
 def attention_map(feature: torch.Tensor, p: int = 2) -> torch.Tensor:
@@ -168,3 +180,28 @@ def csd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, form: s
     s = csd_similarity(student_logits, form, tau, pool)
     t = csd_similarity(teacher_logits, form, tau, pool)
     return F.mse_loss(s, t)
+
+
+def _positions(size: Sequence[int], pool: int = 1) -> int:
+    h, w = size
+    if pool and pool > 1:
+        h, w = math.ceil(h / pool), math.ceil(w / pool)
+    return int(h) * int(w)
+
+
+def psd_size_factor(size: Sequence[int], ref_size: Sequence[int]) -> float:
+    """N / N_ref for PSD maps of ``size`` (h, w) against ``ref_size``: PSD × this factor is
+    (1/K) Σ_k mean_b (2 − 2cos) / N_ref, independent of the map size (exactly 1.0 at ``ref_size``)."""
+    return _positions(size) / _positions(ref_size)
+
+
+def csd_size_factor(size: Sequence[int], ref_size: Sequence[int], form: str = "paper",
+                    pool: int = 2) -> float:
+    """(N'/N'_ref)² for the ``"cirkd"`` form (N' = positions after the ceil-mode pooling of the
+    (h, w) logits, N'_ref the same for ``ref_size``), whose similarities are ~1/N'; 1.0 for the
+    ``"paper"`` form, a mean of cosines that does not depend on the size."""
+    if form not in CSD_FORMS:
+        raise ValueError(f"CSD form must be one of {CSD_FORMS}, got {form!r}")
+    if form == "paper":
+        return 1.0
+    return (_positions(size, pool) / _positions(ref_size, pool)) ** 2
