@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""One kd_compare run: apply the --register specs (in every training process), then
+tools/train_net.py with the arguments after ``--``.
+
+  python tools/kd_compare_lib/child.py --register my_datasets -- --config-file CFG OUTPUT_DIR out/x
+
+A register spec is ``MODULE`` or ``path/to/file.py`` (imported: datasets registered at import,
+the usual detectron2 idiom), optionally ``:FUNCTION`` (then called with no arguments).
+"""
+import importlib
+import importlib.util
+import os
+import sys
+from typing import List, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+__all__ = ["apply_register", "split_argv", "main"]
+
+
+def apply_register(spec: str) -> None:
+    """Import ``MODULE`` or ``FILE.py`` of ``spec`` (``TARGET[:FUNCTION]``) and call ``FUNCTION()``.
+
+    Raises:
+        ConfigError: naming the spec, when the module, file or function does not exist.
+    """
+    from segdet.utils.errors import ConfigError
+
+    target, _, function = spec.partition(":")
+    if target.endswith(".py"):
+        path = os.path.abspath(target)
+        if not os.path.isfile(path):
+            raise ConfigError(f"--register {spec}: no file at {target}")
+        name = f"kd_compare_register_{abs(hash(path))}"
+        module = sys.modules.get(name)
+        if module is None:
+            loader_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[name] = module
+            loader_spec.loader.exec_module(module)
+    else:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # modules of the directory the tool was started from
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as e:
+            if e.name and target.startswith(e.name):
+                raise ConfigError(f"--register {spec}: no module named {e.name!r} (expected MODULE, "
+                                  "path/to/file.py, optionally :FUNCTION)") from None
+            raise
+    if function:
+        fn = getattr(module, function, None)
+        if not callable(fn):
+            raise ConfigError(f"--register {spec}: {target} has no function {function!r}")
+        fn()
+
+
+def split_argv(argv: Sequence[str]):
+    """(register specs, train_net arguments) of ``[--register SPEC]... -- TRAIN_NET_ARGS``."""
+    argv = list(argv)
+    specs: List[str] = []
+    while argv and argv[0] != "--":
+        flag = argv.pop(0)
+        if flag != "--register" or not argv:
+            raise SystemExit(f"usage: child.py [--register SPEC]... -- TRAIN_NET_ARGS (got {flag!r})")
+        specs.append(argv.pop(0))
+    return specs, argv[1:]
+
+
+def registered_main(args, specs: Sequence[str]):
+    """train_net's main after the registrations (the function each training process runs)."""
+    from segdet.utils.testing import load_tool
+
+    for spec in specs:
+        apply_register(spec)
+    return load_tool("train_net").main(args)
+
+
+def main(argv: Sequence[str]) -> None:
+    from detectron2.engine import launch
+
+    from segdet.utils.errors import run_with_clear_errors
+    from segdet.utils.testing import load_tool
+
+    specs, train_args = split_argv(argv)
+    args = load_tool("train_net").build_parser().parse_args(train_args)
+    run_with_clear_errors(
+        launch, registered_main, args.num_gpus, num_machines=args.num_machines,
+        machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args, specs))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    main(sys.argv[1:])

@@ -1,0 +1,207 @@
+"""The comparison's plan: which arms a distillation config has, and one training run per arm x seed.
+
+Arms:
+  student        the distillation config with MODEL.META_ARCHITECTURE replaced by
+                 DISTILL.STUDENT_META_ARCHITECTURE (DISTILL.* then unused);
+  <loss>         the student with one entry of DISTILL.LOSSES (its DISTILL.LOSS_WEIGHTS value), named
+                 by the loss in lower case (e.g. "psd", "drkd");
+  <a>+<b>        all losses together, when DISTILL.LOSSES has more than one (e.g. "psd+csd");
+  teacher        DISTILL.TEACHER.CONFIG_FILE + DISTILL.TEACHER.OPTS, trained once (first seed) unless
+                 its weights are given, evaluated otherwise.
+"""
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from segdet.utils.config_io import load_config
+from segdet.utils.errors import ConfigError
+
+__all__ = ["Run", "Plan", "build_plan", "teacher_overrides", "TOOL_KEYS"]
+
+# keys kd_compare sets itself for every run (the flag that sets them, for the error message)
+TOOL_KEYS = {"OUTPUT_DIR": "--output-dir", "SEED": "--seeds"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One tools/train_net.py run: ``train_net.py --config-file config_file [flags] opts``."""
+
+    arm: str
+    seed: Optional[int]
+    config_file: str
+    opts: Tuple[str, ...]
+    run_dir: str
+    eval_only: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.eval_only:
+            return f"{self.arm} (evaluation of given weights)"
+        return f"{self.arm} seed {self.seed}"
+
+    @property
+    def group(self) -> str:
+        """Runs of one group take about as long as each other (for the ETA)."""
+        return f"{self.arm}/eval" if self.eval_only else self.arm
+
+
+@dataclass
+class Plan:
+    config_file: str
+    seeds: List[int]
+    arms: List[str]  # comparison arms (no teacher), in order
+    losses: Dict[str, List[str]]  # arm -> DISTILL.LOSSES of that arm ([] for the student)
+    teacher_config: str
+    teacher_weights: str
+    teacher_source: str  # "given" (--teacher-weights), "config" (DISTILL.TEACHER.WEIGHTS), "trained"
+    teacher_run: Optional[Run]
+    runs: List[Run] = field(default_factory=list)  # the teacher's first, then seed by seed
+
+    def runs_of(self, arm: str) -> List[Run]:
+        return [r for r in self.runs if r.arm == arm]
+
+
+def _as_opt(value) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
+def teacher_overrides(overrides: Sequence[str]) -> List[str]:
+    """The overrides that also apply to the teacher: schedule, data, input and test settings,
+    i.e. all but ``MODEL.*`` (the student's architecture; ``MODEL.DEVICE`` passes) and ``DISTILL.*``.
+    The teacher's own architecture overrides go in ``DISTILL.TEACHER.OPTS``."""
+    out = []
+    for key, value in zip(overrides[::2], overrides[1::2]):
+        if key.startswith("DISTILL.") or (key.startswith("MODEL.") and key != "MODEL.DEVICE"):
+            continue
+        out += [key, value]
+    return out
+
+
+def _arm_losses(config_file: str, cfg) -> Tuple[Dict[str, List[str]], Dict[str, List[float]]]:
+    losses = [str(n) for n in cfg.DISTILL.LOSSES]
+    if not losses:
+        raise ConfigError(f"{config_file}: DISTILL.LOSSES is empty; kd_compare needs at least one "
+                          "distillation loss to compare against the student alone")
+    weights = [float(w) for w in cfg.DISTILL.LOSS_WEIGHTS]
+    if weights and len(weights) != len(losses):
+        raise ConfigError(f"{config_file}: DISTILL.LOSS_WEIGHTS has {len(weights)} values for "
+                          f"{len(losses)} DISTILL.LOSSES {losses}")
+    names = [n.lower() for n in losses]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{config_file}: DISTILL.LOSSES names a loss twice: {losses}")
+    arm_losses = {name: [loss] for name, loss in zip(names, losses)}
+    arm_weights = {name: [w] for name, w in zip(names, weights)} if weights else {n: [] for n in names}
+    if len(losses) > 1:
+        arm_losses["+".join(names)] = losses
+        arm_weights["+".join(names)] = weights
+    return arm_losses, arm_weights
+
+
+def _select(requested: Optional[Sequence[str]], comparison_arms: List[str]) -> Tuple[List[str], bool]:
+    """(chosen comparison arms, whether the teacher is reported) for ``--arms``."""
+    if not requested:
+        return list(comparison_arms), True
+    valid = comparison_arms + ["teacher"]
+    unknown = [a for a in requested if a not in valid]
+    if unknown:
+        raise ConfigError(f"--arms: unknown arm(s) {', '.join(unknown)}; this config has: {' '.join(valid)}")
+    return [a for a in comparison_arms if a in requested], "teacher" in requested
+
+
+def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int], output_dir: str,
+               max_iter: Optional[int] = None, eval_period: Optional[int] = None,
+               arms: Optional[Sequence[str]] = None, teacher_weights: Optional[str] = None) -> Plan:
+    """Check the distillation config and every arm's config (without building a model) and list
+    the runs, each in ``output_dir/<arm>/seed<seed>`` (the teacher in ``output_dir/teacher/...``).
+
+    Raises:
+        ConfigError: a missing or invalid config (the distillation config, an arm's, the teacher's),
+            one that is not a distillation config, unknown ``arms``, bad seeds, overrides of the
+            keys the tool sets itself, or ``teacher_weights`` that do not exist.
+    """
+    overrides = [str(o) for o in overrides]
+    if len(overrides) % 2:
+        raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got {overrides}")
+    for key in overrides[::2]:
+        if key in TOOL_KEYS:
+            raise ConfigError(f"{key} is set by kd_compare for every run; use {TOOL_KEYS[key]} instead of "
+                              f"the override {key}")
+    seeds = [int(s) for s in seeds]
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: expected distinct non-negative integers, got {seeds}")
+    if max_iter is not None and max_iter < 1:
+        raise ConfigError(f"--max-iter: expected a positive number of iterations, got {max_iter}")
+    if eval_period is not None and eval_period < 0:
+        raise ConfigError(f"--eval-period: expected 0 (final evaluation only) or a positive period, got {eval_period}")
+
+    cfg = load_config(config_file, overrides)
+    if cfg.MODEL.META_ARCHITECTURE != "DistillationModel":
+        raise ConfigError(
+            f"{config_file}: MODEL.META_ARCHITECTURE is {cfg.MODEL.META_ARCHITECTURE!r}; kd_compare needs a "
+            "distillation config (MODEL.META_ARCHITECTURE \"DistillationModel\", e.g. "
+            "projects/DSD/configs/Samples/cgrseg_t_street_dsd.yaml)")
+    arm_losses, arm_weights = _arm_losses(config_file, cfg)
+    chosen, report_teacher = _select(arms, ["student", *arm_losses])
+
+    teacher_config = cfg.DISTILL.TEACHER.CONFIG_FILE
+    if not teacher_config:
+        raise ConfigError(f"{config_file}: DISTILL.TEACHER.CONFIG_FILE is empty; it must name the teacher's config")
+    if not os.path.isfile(teacher_config):
+        raise ConfigError(f"{config_file}: DISTILL.TEACHER.CONFIG_FILE: config file not found: {teacher_config} "
+                          f"(relative paths are read from the current directory, {os.getcwd()})")
+
+    output_dir = os.path.abspath(output_dir)
+    schedule = []
+    if max_iter is not None:
+        schedule += ["SOLVER.MAX_ITER", str(max_iter)]
+    if eval_period is not None:
+        schedule += ["TEST.EVAL_PERIOD", str(eval_period)]
+
+    def tool_opts(run_dir: str, seed: Optional[int]) -> List[str]:
+        return (["SEED", str(seed)] if seed is not None else []) + schedule + ["OUTPUT_DIR", run_dir]
+
+    # the teacher: its own config and recipe, on the comparison's data, schedule overrides and seed
+    t_opts = ([_as_opt(o) for o in cfg.DISTILL.TEACHER.OPTS] + teacher_overrides(overrides)
+              + ["DATASETS.TRAIN", repr(tuple(cfg.DATASETS.TRAIN)), "DATASETS.TEST", repr(tuple(cfg.DATASETS.TEST))])
+    teacher_run = None
+    if teacher_weights:
+        if not os.path.isfile(teacher_weights):
+            raise ConfigError(f"--teacher-weights: no file at {teacher_weights}")
+        weights, source = os.path.abspath(teacher_weights), "given"
+    elif cfg.DISTILL.TEACHER.WEIGHTS and os.path.isfile(cfg.DISTILL.TEACHER.WEIGHTS):
+        weights, source = os.path.abspath(cfg.DISTILL.TEACHER.WEIGHTS), "config"
+    else:
+        source = "trained"
+        run_dir = os.path.join(output_dir, "teacher", f"seed{seeds[0]}")
+        weights = os.path.join(run_dir, "model_final.pth")
+        if report_teacher or len(chosen) > ("student" in chosen):
+            teacher_run = Run("teacher", seeds[0], teacher_config, tuple(t_opts + tool_opts(run_dir, seeds[0])), run_dir)
+    if source != "trained" and report_teacher:
+        run_dir = os.path.join(output_dir, "teacher", "eval")
+        teacher_run = Run("teacher", None, teacher_config,
+                          tuple(t_opts + ["MODEL.WEIGHTS", weights] + tool_opts(run_dir, None)), run_dir, eval_only=True)
+    if teacher_run is not None:  # a bad teacher override: one line, now
+        try:
+            load_config(teacher_config, list(teacher_run.opts))
+        except ConfigError as e:
+            raise ConfigError(f"the teacher's config ({teacher_config} + DISTILL.TEACHER.OPTS + the overrides "
+                              f"outside MODEL.*/DISTILL.*): {e}") from None
+
+    arm_opts = {"student": ["MODEL.META_ARCHITECTURE", cfg.DISTILL.STUDENT_META_ARCHITECTURE]}
+    for arm, losses in arm_losses.items():
+        arm_opts[arm] = ["DISTILL.LOSSES", repr(tuple(losses)), "DISTILL.LOSS_WEIGHTS",
+                         repr(tuple(arm_weights[arm])), "DISTILL.TEACHER.WEIGHTS", weights]
+    runs = [teacher_run] if teacher_run is not None else []
+    for seed in seeds:
+        for arm in chosen:
+            run_dir = os.path.join(output_dir, arm, f"seed{seed}")
+            runs.append(Run(arm, seed, config_file, tuple(overrides + arm_opts[arm] + tool_opts(run_dir, seed)), run_dir))
+    for run in runs[len(runs) - len(chosen):]:  # each arm's config loads (no model is built): errors
+        try:  # come now, not after hours of training
+            load_config(config_file, list(run.opts))
+        except ConfigError as e:
+            raise ConfigError(f"arm {run.arm}: {e}") from None
+    return Plan(config_file=config_file, seeds=seeds, arms=chosen,
+                losses={a: ([] if a == "student" else list(arm_losses[a])) for a in chosen},
+                teacher_config=teacher_config, teacher_weights=weights, teacher_source=source,
+                teacher_run=teacher_run, runs=runs)
