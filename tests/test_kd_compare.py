@@ -183,6 +183,9 @@ def test_summary_one_seed_std_zero_and_unfinished_runs(tmp_path):
     assert s["std"] == "0 (one seed)" and s["metric"] == "AP" and not s["complete"]
     assert s["arms"]["student"]["std"] == 0.0 and s["arms"]["psd"]["mean"] is None
     assert s["teacher"]["value"] is None and s["arms"]["psd"]["delta_vs_student"] is None
+    assert "teacher  -" in report.format_table(s) and "(trained)" in report.format_table(s)  # not finished yet
+    p = _plan(tmp_path, seeds=[5], arms=["student"])
+    assert "(not run)" in report.format_table(report.summarize(p))
 
 
 def test_metric_from_results():

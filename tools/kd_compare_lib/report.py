@@ -167,7 +167,8 @@ def format_table(summary: Dict) -> str:
         rows.append((arm, f"{_fmt(e['mean'])} ± {_fmt(e['std'])}", " ".join(_fmt(v) for v in e["per_seed"]),
                      _fmt(e["s_per_iter"], 3)))
     t = summary["teacher"]
-    rows.append(("teacher", _fmt(t["value"]), f"({t['source']})", _fmt(t.get("s_per_iter"), 3)))
+    rows.append(("teacher", _fmt(t["value"]), f"({t['source'] if 'run_dir' in t else 'not run'})",
+                 _fmt(t.get("s_per_iter"), 3)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
