@@ -1,6 +1,5 @@
 """DRKD losses: GloRe unit, instance relation module, pure functions and the registered module."""
 import copy
-import time
 
 import pytest
 import torch
@@ -495,31 +494,3 @@ def test_drkd_in_distillation_model_end_to_end(tmp_path):
     keys = set(model.state_dict())
     assert "distill_losses.drkd.student_relation.p2.theta.weight" in keys
     assert not any("drkd" in k for k in model.export_student_state_dict())
-
-
-def test_timing_fpn_of_2x3x256x320():
-    """Not a timed assertion: prints forward+backward time of the full two-stage DRKD loss
-    (256-channel FPN P2-P6 of a 2×3×256×320 batch, 8 GT boxes per image, default filter)."""
-    cfg = get_segdet_cfg()
-    loss = DRKD(cfg, _Detector(), _Detector())
-    gen = torch.Generator().manual_seed(0)
-    s = {l: torch.randn(2, 256, 256 // STRIDES[l], 320 // STRIDES[l], generator=gen, requires_grad=True)
-         for l in ("p2", "p3", "p4", "p5", "p6")}
-    t = {l: torch.randn(v.shape, generator=gen) for l, v in s.items()}
-    batch = []
-    for _ in range(2):
-        inst = Instances((256, 320))
-        xy = torch.rand(8, 2, generator=gen) * 200
-        inst.gt_boxes = Boxes(torch.cat([xy, xy + 8 + torch.rand(8, 2, generator=gen) * 100], 1))
-        batch.append({"instances": inst})
-    times = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        out = loss({"backbone": s}, {"backbone": t}, batch)
-        t1 = time.perf_counter()
-        sum(out.values()).backward()
-        times.append((t1 - t0, time.perf_counter() - t1))
-    assert all(torch.isfinite(v) for v in out.values())
-    print(f"\nDRKD fwd+bwd at 2x3x256x320 ({torch.get_num_threads()} threads): "
-          + ", ".join(f"fwd {f:.2f}s bwd {b:.2f}s" for f, b in times)
-          + " | " + ", ".join(f"{k}={v.item():.4g}" for k, v in out.items()))

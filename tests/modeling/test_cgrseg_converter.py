@@ -23,12 +23,9 @@ from segdet.utils.config_io import load_config
 from segdet.utils.testing import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURE = os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "cgrseg_official_state_dict_shapes.json")
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "cgrseg_official_state_dict_shapes.json")
 CONFIG = os.path.join(ROOT, "configs", "ADE20K-SemanticSegmentation", "cgrseg", "CGRSeg-{}.yaml")
 VARIANTS = {"T": "cgrseg_t", "B": "cgrseg_b", "L": "cgrseg_l"}
-
-pytestmark = pytest.mark.skipif(not os.path.isfile(FIXTURE), reason="official state-dict fixture not found")
-
 
 def _fixture(name):
     with open(FIXTURE) as f:

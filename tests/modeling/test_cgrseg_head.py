@@ -172,9 +172,13 @@ def _mmcv_style_gmacs(variant: str):
     return flops["total"], flops["backbone"], flops["head"]
 
 
-@pytest.mark.parametrize("variant,expected", [
-    ("T", 4.07), pytest.param("B", 7.79, marks=pytest.mark.slow), pytest.param("L", 15.10, marks=pytest.mark.slow)])
-def test_flops_match_official_mmcv_count(variant, expected):
+@pytest.mark.parametrize("variant,reported", [
+    ("T", 4.0), pytest.param("B", 7.6, marks=pytest.mark.slow), pytest.param("L", 14.9, marks=pytest.mark.slow)])
+def test_flops_match_the_reported_official_count(variant, reported):
+    """The papers' GFLOPs at 512x512 (CGRSeg README tables: T 4.0, B 7.6, L 14.9; mmcv's
+    get_flops, MACs, attention matmuls not counted). They are rounded to one decimal and mmcv's
+    hooks differ in small ops (activations, upsampling), so 3%: enough to catch a wrong width,
+    depth or feature resolution, not a single small block."""
     total, backbone, head = _mmcv_style_gmacs(variant)
     print(f"CGRSeg-{variant}: {total:.3f} GMACs (backbone {backbone:.3f}, head {head:.3f})")
-    assert abs(total - expected) / expected < 0.02
+    assert abs(total - reported) / reported < 0.03

@@ -34,7 +34,7 @@ from segdet.utils.testing import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "ADE20K-SemanticSegmentation", "cgrseg", "CGRSeg-{}.yaml")
-FIXTURE = os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "cgrseg_official_state_dict_shapes.json")
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "cgrseg_official_state_dict_shapes.json")
 ALL_NAMES = set(SSA_LOSS_NAMES.values())
 STUDENT_ONLY_NAMES = {"loss_sem_seg", "loss_ssa_coarse_ce", "loss_ssa_dice"}
 SHAPES = {"res3": ShapeSpec(channels=8, stride=8), "res4": ShapeSpec(channels=16, stride=16),
@@ -397,7 +397,6 @@ def _load_tool():
     return load_tool("convert_cgrseg_weights")
 
 
-@pytest.mark.skipif(not os.path.isfile(FIXTURE), reason="official state-dict fixture not found")
 def test_official_ssa_checkpoint_converts_and_loads_strictly(tmp_path):
     model = build_model(load_config(CONFIG.format("B-SSA"), ["MODEL.DEVICE", "cpu"]))
     official = _official_ssa_checkpoint(model.state_dict())
