@@ -175,10 +175,16 @@ def _add_ssa_config(cfg: CN) -> None:
 def _add_distill_config(cfg: CN) -> None:
     cfg.DISTILL = CN()
     cfg.DISTILL.TEACHER = CN()
-    # The teacher's own config file and weights (loaded strictly).
+    # The teacher's own config file and weights (loaded strictly). A relative CONFIG_FILE is
+    # resolved like _BASE_: relative to the yaml file that sets it, else the working directory,
+    # else the repo root (segdet/utils/config_paths.py). A teacher run's own dump, the
+    # config.yaml in its OUTPUT_DIR, works here, with WEIGHTS its model_final.pth.
     cfg.DISTILL.TEACHER.CONFIG_FILE = ""
     cfg.DISTILL.TEACHER.WEIGHTS = ""
-    # Trailing KEY VALUE overrides applied to the teacher config.
+    # Trailing KEY VALUE overrides applied to the teacher config, as a flat list, e.g. in yaml
+    #   OPTS: ["MODEL.FPN.OUT_CHANNELS", 256, "INPUT.MIN_SIZE_TEST", 512]
+    # or on the command line  DISTILL.TEACHER.OPTS "['MODEL.FPN.OUT_CHANNELS', 256]".
+    # MODEL.DEVICE is always the student's.
     cfg.DISTILL.TEACHER.OPTS = []
     # The student is built from this config with META_ARCHITECTURE replaced by this name.
     cfg.DISTILL.STUDENT_META_ARCHITECTURE = "GeneralizedRCNN"

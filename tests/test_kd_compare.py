@@ -53,7 +53,7 @@ def test_plan_arms_runs_and_opts(tmp_path):
     assert len(p.runs) == 1 + 4 * 3 and [r.label for r in p.runs[1:5]] == [
         "student seed 1", "psd seed 1", "csd seed 1", "psd+csd seed 1"]  # seed by seed
     teacher = p.teacher_run
-    assert teacher.config_file == TEACHER and teacher.run_dir == str(tmp_path / "cmp" / "teacher" / "seed1")
+    assert teacher.config_file == os.path.abspath(TEACHER) and teacher.run_dir == str(tmp_path / "cmp" / "teacher" / "seed1")
     assert p.teacher_weights == os.path.join(teacher.run_dir, "model_final.pth")
     # the teacher: its own architecture, the comparison's data, schedule, device and seed
     assert "MODEL.SEM_SEG_HEAD.NUM_CLASSES" not in teacher.opts
@@ -104,7 +104,7 @@ def test_plan_subset_of_arms(tmp_path):
     (DSD, {}, ["DISTILL.LOSSES", "()"], "DISTILL.LOSSES is empty"),
     (DSD, {}, ["DISTILL.TEACHER.CONFIG_FILE", "nope.yaml"], "DISTILL.TEACHER.CONFIG_FILE: config file not found: nope.yaml"),
     (DSD, {"teacher_weights": "nope.pth"}, [], "--teacher-weights: no file at nope.pth"),
-    (DSD, {}, ["DISTILL.TEACHER.OPTS", "['MODEL.NOPE', 1]"], "the teacher's config (configs/Samples/semseg"),
+    (DSD, {}, ["DISTILL.TEACHER.OPTS", "['MODEL.NOPE', 1]"], "the teacher's config (" + os.path.abspath("configs/Samples/semseg")),
     (DSD, {"max_iter": 0}, [], "--max-iter"),
 ])
 def test_plan_errors(tmp_path, config, kwargs, opts, fragment):

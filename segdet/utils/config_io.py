@@ -6,6 +6,7 @@ from typing import Sequence
 from detectron2.config import CfgNode
 
 from .config_check import check_config
+from .config_paths import resolve_config_paths
 from .config_types import coerce_loaded_yaml, coerce_opts
 from .errors import ConfigError
 
@@ -37,7 +38,9 @@ def _merge_file(cfg: CfgNode, config_file: str) -> None:
 
 def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
     """detectron2 defaults + segdet keys, merged with ``config_file`` (``_BASE_`` chains
-    followed) and trailing ``KEY VALUE`` ``opts``.
+    followed) and trailing ``KEY VALUE`` ``opts``. A relative ``DISTILL.TEACHER.CONFIG_FILE`` is
+    made absolute: relative to the file that sets it, else the cwd, else the repo root
+    (:mod:`segdet.utils.config_paths`).
 
     Raises:
         ConfigError: the file is missing, is not valid YAML, names a key that does not exist,
@@ -74,6 +77,7 @@ def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True)
         raise ConfigError(f"command line: {e.args[0] if e.args else e}") from None
     except (ValueError, AssertionError) as e:
         raise ConfigError(f"command line: {e}") from None
+    resolve_config_paths(cfg, config_file, from_command_line=list(opts)[0::2])
     if cfg.MODEL.DEVICE.startswith("cuda"):
         import torch
 

@@ -148,7 +148,8 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
         raise ConfigError(f"{config_file}: DISTILL.TEACHER.CONFIG_FILE is empty; it must name the teacher's config")
     if not os.path.isfile(teacher_config):
         raise ConfigError(f"{config_file}: DISTILL.TEACHER.CONFIG_FILE: config file not found: {teacher_config} "
-                          f"(relative paths are read from the current directory, {os.getcwd()})")
+                          f"(a relative path is looked for next to the config file that sets it, then in the current "
+                          f"directory {os.getcwd()}, then in the repo root)")
 
     output_dir = os.path.abspath(output_dir)
     schedule = []
