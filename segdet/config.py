@@ -136,10 +136,10 @@ def _add_cgrseg_config(cfg: CN) -> None:
 
 def _add_ssa_config(cfg: CN) -> None:
     # Semantic-and-spatial adaptive classifier wrapped around a base head.
-    # Modules: segdet/modeling/sem_seg/ssa.py (SSAClassifier), losses: ssa_losses.py.
+    # Modules: segdet/modeling/ssa/ (classifier.py: SSAClassifier, losses.py: its loss terms).
     cfg.MODEL.SSA = CN()
     cfg.MODEL.SSA.ENABLED = False
-    # SSA heads (SEM_SEG_HEAD.NAME "CGRSegSSAHead" / "SemSegFPNSSAHead", ssa_head.py): build the
+    # SSA heads (SEM_SEG_HEAD.NAME "CGRSegSSAHead" / "SemSegFPNSSAHead", ssa/heads.py): build the
     # GT-guided teacher branch (gt_center_* modules, training only). False for inference / deploy
     # configs: the teacher's parameters are then absent from the model and its state dict (any
     # gt_* keys in loaded weights are ignored), and training keeps only the CE, coarse-CE and

@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from segdet.engine.checkpoint import atomic_torch_save
-    from segdet.utils.cgrseg_convert import compare_state_dicts, convert_checkpoint, load_checkpoint_file
+    from segdet.modeling.cgrseg.convert import compare_state_dicts, convert_checkpoint, load_checkpoint_file
 
     obj = load_checkpoint_file(args.input, trust_pickle=args.trust_pickle)
     state, kind = convert_checkpoint(obj, variant=args.variant, bias_resolution=args.bias_resolution,

@@ -1,5 +1,6 @@
 """Knowledge distillation: the DistillationModel meta-architecture, feature taps and losses."""
 from . import losses  # noqa: F401
+from . import drkd, dsd  # noqa: F401  (register DRKD, PSD, CSD)
 from .losses import DISTILL_LOSS_REGISTRY, DistillLoss
 from .model import DistillationModel
 from .taps import FeatureRecorder, build_adapter, resolve_module

@@ -13,16 +13,16 @@ from detectron2.utils.events import EventStorage
 
 from segdet.config import get_segdet_cfg
 from segdet.distill.losses import DISTILL_LOSS_REGISTRY
-from segdet.distill.losses.drkd import DRKD, DRKDLoss
-from segdet.distill.losses.drkd_functional import (
+from segdet.distill.drkd.loss import DRKD, DRKDLoss
+from segdet.distill.drkd.functional import (
     batch_normalized_l2,
     conv1x1,
     filter_seed,
     random_fc_filter,
     roi_align_per_image,
 )
-from segdet.distill.losses.glore import GloReUnit
-from segdet.distill.losses.relation import InstanceRelation
+from segdet.distill.drkd.glore import GloReUnit
+from segdet.distill.drkd.relation import InstanceRelation
 from segdet.utils.config_io import load_config
 
 STRIDES = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64, "p7": 128}

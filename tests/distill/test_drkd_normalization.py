@@ -16,8 +16,8 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from segdet.config import get_segdet_cfg
-from segdet.distill.losses.drkd import DRKD
-from segdet.distill.losses.drkd_functional import reference_level_size, size_factor
+from segdet.distill.drkd.loss import DRKD
+from segdet.distill.drkd.functional import reference_level_size, size_factor
 from segdet.utils.config_io import load_config
 
 STRIDES = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64, "p7": 128}

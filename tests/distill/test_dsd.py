@@ -8,8 +8,8 @@ from torch.nn import functional as F
 
 from segdet.config import get_segdet_cfg
 from segdet.distill.losses import DISTILL_LOSS_REGISTRY
-from segdet.distill.losses.dsd import CSD, PSD, flatten_tap_maps
-from segdet.distill.losses.dsd_functional import (
+from segdet.distill.dsd.loss import CSD, PSD, flatten_tap_maps
+from segdet.distill.dsd.functional import (
     attention_map,
     csd_loss,
     csd_similarity,

@@ -11,8 +11,8 @@ import torch
 from torch.nn import functional as F
 
 from segdet.config import get_segdet_cfg
-from segdet.distill.losses.dsd import CSD, PSD
-from segdet.distill.losses.dsd_functional import csd_size_factor, psd_size_factor
+from segdet.distill.dsd.loss import CSD, PSD
+from segdet.distill.dsd.functional import csd_size_factor, psd_size_factor
 
 EXACT = dict(rel=1e-12, abs=0.0)
 LAYERS = ("a", "b", "c")

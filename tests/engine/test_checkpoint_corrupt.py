@@ -9,7 +9,7 @@ from torch import nn
 from segdet.distill.teacher import load_weights_strict
 from segdet.engine import AtomicCheckpointer
 from segdet.engine.checkpoint_io import CorruptCheckpointError, SafeCheckpointer
-from segdet.utils.cgrseg_convert import load_checkpoint_file
+from segdet.modeling.cgrseg.convert import load_checkpoint_file
 
 
 def _truncate(path, keep=0.5):

@@ -10,8 +10,8 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from segdet.modeling.backbone.efficientformer_v2 import EfficientFormerV2
-from segdet.utils.cgrseg_convert import (
+from segdet.modeling.cgrseg.efficientformer_v2 import EfficientFormerV2
+from segdet.modeling.cgrseg.convert import (
     compare_state_dicts,
     convert_checkpoint,
     extract_state_dict,

@@ -9,8 +9,8 @@ from torch.nn import functional as F
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from segdet.modeling.sem_seg.cgrseg import CGRSegHead
-from segdet.modeling.sem_seg.dpg import spatial_gather
+from segdet.modeling.cgrseg.head import CGRSegHead
+from segdet.modeling.cgrseg.dpg import spatial_gather
 from segdet.modeling.sem_seg.losses import sem_seg_cross_entropy
 from segdet.utils.config_io import load_config
 

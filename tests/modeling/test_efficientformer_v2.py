@@ -10,8 +10,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 
 from segdet.config import get_segdet_cfg
-from segdet.modeling.backbone.efficientformer_v2 import EfficientFormerV2
-from segdet.modeling.backbone.efficientformer_v2_blocks import (
+from segdet.modeling.cgrseg.efficientformer_v2 import EfficientFormerV2
+from segdet.modeling.cgrseg.efficientformer_v2_attention import (
     Attention4D,
     Attention4DDownsample,
     relative_position_index,

@@ -7,9 +7,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from segdet.config import get_segdet_cfg
-from segdet.modeling.sem_seg.boundary import boundary_mask, label_edges
-from segdet.modeling.sem_seg.ssa import TEACHER_MODULES, SSAClassifier, class_means
-from segdet.modeling.sem_seg.ssa_losses import (
+from segdet.modeling.ssa.boundary import boundary_mask, label_edges
+from segdet.modeling.ssa.classifier import TEACHER_MODULES, SSAClassifier, class_means
+from segdet.modeling.ssa.losses import (
     DEFAULT_SSA_LOSS_WEIGHTS,
     SSA_LOSS_NAMES,
     count_masks,

@@ -17,18 +17,18 @@ from detectron2.utils.events import EventStorage
 from segdet.config import get_segdet_cfg
 from segdet.distill.taps import FeatureRecorder
 from segdet.engine import build_optimizer
-from segdet.modeling.sem_seg.cgrseg import CGRSegHead
+from segdet.modeling.cgrseg.head import CGRSegHead
 from segdet.modeling.sem_seg.losses import sem_seg_cross_entropy
-from segdet.modeling.sem_seg.ssa import TEACHER_MODULES
-from segdet.modeling.sem_seg.ssa_head import (
+from segdet.modeling.ssa.classifier import TEACHER_MODULES
+from segdet.modeling.ssa.heads import (
     CGRSegSSAHead,
     SemSegFPNSSAHead,
     global_num_masks,
     is_ssa_teacher_key,
     strip_ssa_teacher,
 )
-from segdet.modeling.sem_seg.ssa_losses import SSA_LOSS_NAMES, count_masks, ssa_losses
-from segdet.utils.cgrseg_convert import compare_state_dicts, convert_checkpoint, map_official_key
+from segdet.modeling.ssa.losses import SSA_LOSS_NAMES, count_masks, ssa_losses
+from segdet.modeling.cgrseg.convert import compare_state_dicts, convert_checkpoint, map_official_key
 from segdet.utils.config_io import load_config
 from segdet.utils.testing import load_tool
 

@@ -1,8 +1,7 @@
-"""Distillation losses: pure functions of tensors plus thin modules that own parameters."""
+"""The distillation-loss interface, its registry and the generic losses (the methods' own losses
+live with their method: ``segdet.distill.drkd``, ``segdet.distill.dsd``)."""
 from .base import DistillLoss
 from . import feature_mse  # noqa: F401
-from . import drkd  # noqa: F401
-from . import dsd  # noqa: F401
 from .registry import DISTILL_LOSS_REGISTRY
 
 __all__ = ["DISTILL_LOSS_REGISTRY", "DistillLoss"]

@@ -1,4 +1,2 @@
-"""Semantic-segmentation heads registered in detectron2's SEM_SEG_HEADS_REGISTRY."""
-from . import cgrseg  # noqa: F401
-from . import ssa  # noqa: F401
-from . import ssa_head  # noqa: F401
+"""Shared pieces of the semantic-segmentation heads (the heads live with their method:
+``segdet.modeling.cgrseg``, ``segdet.modeling.ssa``)."""

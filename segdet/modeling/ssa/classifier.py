@@ -14,7 +14,7 @@ A head wrapper needs only its last feature ``feat`` (B, C, h, w), its ``conv_seg
     out = ssa(feat, coarse, conv_seg.weight)                        # out["logits"]: O, (B, K, h, w)
     if training:
         t = ssa.teacher_forward(feat, out["pos_feat"], conv_seg.weight, gt)
-        losses = ssa_losses(out, t, coarse, gt, ...)                 # see ssa_losses.py
+        losses = ssa_losses(out, t, coarse, gt, ...)                 # see losses.py
 
 Sub-module names equal the official ones (``get_feat_pos``, ``center_pos``,
 ``center_content_proj``, ``center_pos_proj``, ``center_proj``, ``gt_center_content_proj``,
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .ssa_losses import nearest_labels
+from .losses import nearest_labels
 
 __all__ = ["SSAClassifier", "class_means", "TEACHER_MODULES"]
 

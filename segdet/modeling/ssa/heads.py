@@ -13,7 +13,7 @@ The SSA logic lives once in :class:`SSAHeadBase`; a head supplies ``ssa_feature(
 ``classifier`` (its ``Conv2d(C, K, 1)``) and ``dropout``.
 
 ``forward(features, targets=None)``:
-  * training -> ``(None, losses)``: the eight terms of :func:`~.ssa_losses.ssa_losses`, each under
+  * training -> ``(None, losses)``: the eight terms of :func:`~.losses.ssa_losses`, each under
     its own name (``loss_sem_seg``, ``loss_ssa_coarse_ce``, ``loss_ssa_teacher_ce``,
     ``loss_ssa_response_kd``, ``loss_ssa_dice``, ``loss_ssa_teacher_dice``,
     ``loss_ssa_semantic_kd``, ``loss_ssa_spatial_kd``), weighted by ``MODEL.SSA.LOSS_WEIGHTS``
@@ -41,9 +41,9 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
 from detectron2.utils import comm
 
-from .cgrseg import CGRSegHead
-from .ssa import TEACHER_MODULES, SSAClassifier
-from .ssa_losses import DEFAULT_SSA_LOSS_WEIGHTS, count_masks, ssa_losses
+from ..cgrseg.head import CGRSegHead
+from .classifier import TEACHER_MODULES, SSAClassifier
+from .losses import DEFAULT_SSA_LOSS_WEIGHTS, count_masks, ssa_losses
 
 __all__ = [
     "SSAHeadBase",

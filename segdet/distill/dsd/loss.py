@@ -13,8 +13,8 @@ Tap outputs:
 
 Normalisation (``DISTILL.DSD.NORMALIZATION``): ``"official"`` uses the terms as defined (means
 over the batch: batch-size invariant); ``"scale_aware"`` also makes them independent of the map
-size relative to ``DISTILL.DSD.REF_MAP_SIZE`` (see :func:`~.dsd_functional.psd_size_factor` and
-:func:`~.dsd_functional.csd_size_factor`), equal to ``"official"`` at that size.
+size relative to ``DISTILL.DSD.REF_MAP_SIZE`` (see :func:`~.functional.psd_size_factor` and
+:func:`~.functional.csd_size_factor`), equal to ``"official"`` at that size.
 
 Padding: maps are used as recorded. With fixed-size training crops (the usual segmentation
 recipe) there is no padding; variable-size batches would mix padded pixels into the maps.
@@ -27,8 +27,8 @@ from torch import nn
 from detectron2.config import configurable
 
 from ..taps import resolve_module
-from .base import DistillLoss
-from .dsd_functional import (
+from ..losses.base import DistillLoss
+from .functional import (
     CSD_FORMS,
     NORMALIZATIONS,
     PAIRS,
@@ -37,7 +37,7 @@ from .dsd_functional import (
     psd_loss,
     psd_size_factor,
 )
-from .registry import DISTILL_LOSS_REGISTRY
+from ..losses.registry import DISTILL_LOSS_REGISTRY
 
 __all__ = ["PSD", "CSD", "flatten_tap_maps", "PSD_RESIZE_MODES"]
 
@@ -185,7 +185,7 @@ class CSD(DistillLoss):
         """
         Args:
             student_logits / teacher_logits: tap names whose output is the pre-upsample logits.
-            form: ``"paper"`` or ``"cirkd"`` (see :func:`~.dsd_functional.csd_similarity`).
+            form: ``"paper"`` or ``"cirkd"`` (see :func:`~.functional.csd_similarity`).
             tau: softmax temperature.
             pool: average-pool kernel (= stride) on the logits; ≤ 1 disables it.
             w_csd: weight of the term.

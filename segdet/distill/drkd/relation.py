@@ -5,7 +5,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .drkd_functional import learned_filter, random_fc_filter, relation_matrix, same_image_mask
+from .functional import learned_filter, random_fc_filter, relation_matrix, same_image_mask
 
 __all__ = ["InstanceRelation", "RELATION_FILTERS"]
 

@@ -6,9 +6,8 @@ formed: the cost is linear in H·W.
 """
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from .drkd_functional import conv1x1
+from .functional import conv1x1
 from .lean_ops import inner_products
 
 __all__ = ["GloReUnit"]

@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from .boundary import boundary_mask
-from .losses import sem_seg_cross_entropy
+from ..sem_seg.losses import sem_seg_cross_entropy
 
 __all__ = [
     "DEFAULT_SSA_LOSS_WEIGHTS",

@@ -17,7 +17,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
 from ..fusion import InferenceFusable, conv_to_channel_affine, fold_conv_bn
 from .dpg import DPGHead, spatial_gather
-from .losses import sem_seg_cross_entropy
+from ..sem_seg.losses import sem_seg_cross_entropy
 from .rcm import RCM
 
 __all__ = ["ConvNormAct", "FuseBlockMulti", "RCMStack", "pyramid_pool", "CGRSegHead"]

@@ -122,7 +122,7 @@ def convert_cgrseg_state_dict(state: Mapping[str, torch.Tensor], drop_teacher: b
     Args:
         drop_teacher: also drop the SSA teacher's ``gt_*`` keys (inference / deploy weights).
     """
-    from segdet.modeling.sem_seg.ssa_head import is_ssa_teacher_key
+    from segdet.modeling.ssa.heads import is_ssa_teacher_key
 
     return {map_official_key(k): v for k, v in state.items()
             if not _is_ssa_loss_key(k) and not (drop_teacher and is_ssa_teacher_key(k))}
@@ -133,7 +133,7 @@ def convert_imagenet_state_dict(state: Mapping[str, torch.Tensor], variant: Opti
     """EfficientFormerV2 ImageNet state dict -> ``backbone.*`` segdet keys (see module doc).
 
     Raises ValueError when a backbone key is missing, unknown, or has the wrong shape."""
-    from segdet.modeling.backbone.efficientformer_v2 import EfficientFormerV2
+    from segdet.modeling.cgrseg.efficientformer_v2 import EfficientFormerV2
 
     kept = {k: v for k, v in state.items() if not k.startswith(_IMAGENET_DROP_PREFIXES)}
     variant = variant or infer_variant(kept)
@@ -160,7 +160,7 @@ def convert_checkpoint(obj: Any, variant: Optional[str] = None, bias_resolution:
                        drop_teacher: bool = False) -> Tuple[Dict[str, torch.Tensor], str]:
     """Any supported checkpoint object -> (segdet state dict, kind) with kind "segdet", "cgrseg"
     or "imagenet". ``drop_teacher`` removes the SSA teacher keys (segdet and CGRSeg kinds)."""
-    from segdet.modeling.sem_seg.ssa_head import strip_ssa_teacher
+    from segdet.modeling.ssa.heads import strip_ssa_teacher
 
     state = extract_state_dict(obj)
     if any(k.startswith("sem_seg_head.") for k in state):

@@ -1,7 +1,4 @@
-"""Building blocks of EfficientFormerV2 (segmentation "feat" variant).
-
-Module and parameter names follow the official checkpoints, so official state dicts map 1:1
-(``mlp.fc1``, ``token_mixer.q.0``, ``attention_biases_seg``, ...).
+"""EfficientFormerV2's 4D attention (stride 1, and the stride-2 "downsampling" attention).
 
 Relative-position biases: every attention holds a learnable table ``attention_biases_seg``
 (heads, R*R) built for a fixed token grid (R x R keys, from ``bias_resolution``, 512 px by
@@ -11,39 +8,18 @@ official behaviour). In eval mode the gathered/resized bias is cached per (Nq, N
 dropped on ``train()``, on ``load_state_dict`` and whenever the table or index is modified in
 place. The ImageNet tables ``attention_biases`` / ``attention_bias_idxs`` are kept as unused
 buffers only so that official segmentation checkpoints load 1:1.
-
-Inference fusion (``fuse_for_inference()``, eval only, in place, idempotent; see
-:mod:`segdet.modeling.fusion`): every conv + BatchNorm pair becomes one conv, the attention
-scale is folded into the query conv and the layer scales into the last conv of their branch;
-the stride-2 attention upsamples its 1024-channel map in channels-last layout (the NCHW
-bilinear kernel is an order of magnitude slower for many channels on few pixels). A fused
-block refuses ``train()``.
 """
 import math
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..fusion import InferenceFusable, fold_conv_bn, scale_conv_output, with_gelu
+from ..fusion import InferenceFusable, fold_conv_bn, scale_conv_output
+from .efficientformer_v2_layers import NormLayer, conv_bn, fold_seq, gelu_, upsample_channels_last
 
-__all__ = [
-    "relative_position_index",
-    "DropPath",
-    "Mlp",
-    "Attention4D",
-    "Attention4DDownsample",
-    "LGQuery",
-    "FFN",
-    "AttnFFN",
-    "ConvDownsample",
-    "AttnDownsample",
-    "make_stem",
-    "fuse_stem",
-]
-
-NormLayer = Callable[[int], nn.Module]
+__all__ = ["relative_position_index", "Attention4D", "LGQuery", "Attention4DDownsample"]
 
 
 def relative_position_index(resolution: int, query_stride: int = 1) -> torch.Tensor:
@@ -61,96 +37,6 @@ def relative_position_index(resolution: int, query_stride: int = 1) -> torch.Ten
     idx = dy.view(rq, 1, r, 1) * r + dy.view(1, rq, 1, r)
     return idx.reshape(rq * rq, r * r)
 
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample (identity in eval or when ``p == 0``)."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask.div_(keep)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-def _conv_bn(cin: int, cout: int, norm: NormLayer, kernel: int = 1, stride: int = 1,
-             groups: int = 1) -> nn.Sequential:
-    """``Sequential(Conv2d (with bias), norm)``, indices 0 / 1 as in the official code."""
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, groups=groups),
-        norm(cout),
-    )
-
-
-def _fold_seq(seq: nn.Module) -> nn.Module:
-    """``Sequential(conv, bn)`` from :func:`_conv_bn` -> the folded conv (other modules as is)."""
-    if isinstance(seq, nn.Sequential) and len(seq) == 2 and isinstance(seq[0], nn.Conv2d) \
-            and not isinstance(seq[1], nn.Identity):
-        return fold_conv_bn(seq[0], seq[1])
-    return seq
-
-
-def _gelu_(x: torch.Tensor) -> torch.Tensor:
-    """GELU (exact, erf) in place when no gradient is recorded (x must be a temporary the caller
-    owns): saves allocating, and page-faulting, a fresh output map."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        return F.gelu(x)
-    return torch.ops.aten.gelu_(x)
-
-
-def _upsample_channels_last(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """Bilinear (align_corners=False) resize computed in channels-last layout (the output stays
-    channels-last; the values equal the NCHW kernel's up to rounding)."""
-    return F.interpolate(x.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear",
-                         align_corners=False)
-
-
-class Mlp(InferenceFusable):
-    """1x1 conv (C -> hidden) + norm + GELU, depthwise 3x3 + norm + GELU, 1x1 conv + norm.
-
-    (B, C, H, W) -> (B, C_out, H, W).
-    """
-
-    def __init__(self, in_features: int, hidden_features: int, out_features: Optional[int] = None,
-                 norm: NormLayer = nn.BatchNorm2d):
-        super().__init__()
-        out_features = out_features or in_features
-        self.fc1 = nn.Conv2d(in_features, hidden_features, 1)
-        self.norm1 = norm(hidden_features)
-        self.mid = nn.Conv2d(hidden_features, hidden_features, 3, padding=1, groups=hidden_features)
-        self.mid_norm = norm(hidden_features)
-        self.fc2 = nn.Conv2d(hidden_features, out_features, 1)
-        self.norm2 = norm(out_features)
-        self.act = nn.GELU()
-        for conv in (self.fc1, self.fc2):
-            nn.init.trunc_normal_(conv.weight, std=0.02, a=-2.0, b=2.0)
-            nn.init.zeros_(conv.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fused_for_inference:  # fc1 and mid are ConvGELUs
-            return self.fc2(self.mid(self.fc1(x)))
-        x = self.act(self.norm1(self.fc1(x)))
-        x = self.act(self.mid_norm(self.mid(x)))
-        return self.norm2(self.fc2(x))
-
-    def _fuse_for_inference(self) -> None:
-        self.fc1, self.norm1 = with_gelu(fold_conv_bn(self.fc1, self.norm1)), nn.Identity()
-        self.mid, self.mid_norm = with_gelu(fold_conv_bn(self.mid, self.mid_norm)), nn.Identity()
-        self.act = nn.Identity()
-        self.fc2, self.norm2 = fold_conv_bn(self.fc2, self.norm2), nn.Identity()
-
-    def scale_output_(self, scale: torch.Tensor) -> None:
-        """Fold a per-channel output scale (a layer scale) into ``fc2`` (fused modules only)."""
-        if not self._fused_for_inference:
-            raise RuntimeError("Mlp.scale_output_: fuse_for_inference() first")
-        self.fc2 = scale_conv_output(self.fc2, scale)
 
 
 def _mix_heads(conv: nn.Conv2d, attn: torch.Tensor) -> torch.Tensor:
@@ -248,15 +134,15 @@ class Attention4D(_RelativeBiasMixin):
         super().__init__()
         nh_kd = self._init_heads(num_heads, key_dim, attn_ratio)
         if stride is not None:
-            self.stride_conv = _conv_bn(dim, dim, norm, kernel=3, stride=stride, groups=dim)
+            self.stride_conv = conv_bn(dim, dim, norm, kernel=3, stride=stride, groups=dim)
             resolution = math.ceil(resolution / stride)
             imagenet_resolution = math.ceil(imagenet_resolution / stride)
         else:
             self.stride_conv = None
-        self.q = _conv_bn(dim, nh_kd, norm)
-        self.k = _conv_bn(dim, nh_kd, norm)
-        self.v = _conv_bn(dim, self.dh, norm)
-        self.v_local = _conv_bn(self.dh, self.dh, norm, kernel=3, groups=self.dh)
+        self.q = conv_bn(dim, nh_kd, norm)
+        self.k = conv_bn(dim, nh_kd, norm)
+        self.v = conv_bn(dim, self.dh, norm)
+        self.v_local = conv_bn(self.dh, self.dh, norm, kernel=3, groups=self.dh)
         self.talking_head1 = nn.Conv2d(num_heads, num_heads, 1)
         self.talking_head2 = nn.Conv2d(num_heads, num_heads, 1)
         self.proj = nn.Sequential(nn.GELU(), nn.Conv2d(self.dh, dim, 1), norm(dim))
@@ -285,17 +171,17 @@ class Attention4D(_RelativeBiasMixin):
         out = v_local.add_(out) if fused else out + v_local
         if self.stride_conv is not None:
             if fused:
-                out = _upsample_channels_last(out, (H, W))
+                out = upsample_channels_last(out, (H, W))
             else:
                 out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
-        return self.proj[1](_gelu_(out)) if fused else self.proj(out)
+        return self.proj[1](gelu_(out)) if fused else self.proj(out)
 
     def _fuse_for_inference(self) -> None:
         if self.stride_conv is not None:
-            self.stride_conv = _fold_seq(self.stride_conv)
+            self.stride_conv = fold_seq(self.stride_conv)
         # softmax(q^T k * scale): the scale goes into the query conv.
-        self.q = scale_conv_output(_fold_seq(self.q), torch.full((self.q[0].out_channels,), self.scale))
-        self.k, self.v, self.v_local = _fold_seq(self.k), _fold_seq(self.v), _fold_seq(self.v_local)
+        self.q = scale_conv_output(fold_seq(self.q), torch.full((self.q[0].out_channels,), self.scale))
+        self.k, self.v, self.v_local = fold_seq(self.k), fold_seq(self.v), fold_seq(self.v_local)
         self.proj = nn.Sequential(self.proj[0], fold_conv_bn(self.proj[1], self.proj[2]))
 
     def scale_output_(self, scale: torch.Tensor) -> None:
@@ -313,13 +199,13 @@ class LGQuery(InferenceFusable):
         super().__init__()
         self.pool = nn.AvgPool2d(1, 2, 0)
         self.local = nn.Sequential(nn.Conv2d(in_dim, in_dim, 3, stride=2, padding=1, groups=in_dim))
-        self.proj = _conv_bn(in_dim, out_dim, norm)
+        self.proj = conv_bn(in_dim, out_dim, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.local(x) + self.pool(x))
 
     def _fuse_for_inference(self) -> None:
-        self.proj = _fold_seq(self.proj)
+        self.proj = fold_seq(self.proj)
 
     def scale_output_(self, scale: torch.Tensor) -> None:
         """Fold a per-channel output scale into the (fused) projection."""
@@ -339,16 +225,16 @@ class Attention4DDownsample(_RelativeBiasMixin):
         super().__init__()
         nh_kd = self._init_heads(num_heads, key_dim, attn_ratio)
         self.q = LGQuery(dim, nh_kd, norm)
-        self.k = _conv_bn(dim, nh_kd, norm)
-        self.v = _conv_bn(dim, self.dh, norm)
-        self.v_local = _conv_bn(self.dh, self.dh, norm, kernel=3, stride=2, groups=self.dh)
+        self.k = conv_bn(dim, nh_kd, norm)
+        self.v = conv_bn(dim, self.dh, norm)
+        self.v_local = conv_bn(self.dh, self.dh, norm, kernel=3, stride=2, groups=self.dh)
         self.proj = nn.Sequential(nn.GELU(), nn.Conv2d(self.dh, out_dim, 1), norm(out_dim))
         self._init_biases(num_heads, resolution, imagenet_resolution, query_stride=2)
 
     def _fuse_for_inference(self) -> None:
         self.q.fuse_for_inference()
         self.q.scale_output_(torch.full((self.q.proj.out_channels,), self.scale))
-        self.k, self.v, self.v_local = _fold_seq(self.k), _fold_seq(self.v), _fold_seq(self.v_local)
+        self.k, self.v, self.v_local = fold_seq(self.k), fold_seq(self.v), fold_seq(self.v_local)
         self.proj = nn.Sequential(self.proj[0], fold_conv_bn(self.proj[1], self.proj[2]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -367,107 +253,5 @@ class Attention4DDownsample(_RelativeBiasMixin):
         attn = attn.add_(self.attention_bias(nq, nk)).softmax(dim=-1)
         out = torch.matmul(v.reshape(B, self.num_heads, self.d, nk), attn.transpose(-2, -1))
         if fused:
-            return self.proj[1](_gelu_(v_local.add_(out.view(B, self.dh, h, w))))
+            return self.proj[1](gelu_(v_local.add_(out.view(B, self.dh, h, w))))
         return self.proj(out.reshape(B, self.dh, h, w) + v_local)
-
-
-class FFN(InferenceFusable):
-    """``x + ls2 * DropPath(Mlp(x))``; (B, C, H, W) -> same."""
-
-    def __init__(self, dim: int, mlp_ratio: float, drop_path: float = 0.0,
-                 layer_scale_init: float = 1e-5, norm: NormLayer = nn.BatchNorm2d):
-        super().__init__()
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), norm=norm)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.layer_scale_2 = nn.Parameter(torch.full((dim, 1, 1), float(layer_scale_init)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fused_for_inference:  # layer scale folded into mlp.fc2, no drop path in eval
-            return self.mlp(x).add_(x)
-        return x + self.drop_path(self.layer_scale_2 * self.mlp(x))
-
-    def _fuse_for_inference(self) -> None:
-        self.mlp.fuse_for_inference()
-        self.mlp.scale_output_(self.layer_scale_2)
-
-
-class AttnFFN(InferenceFusable):
-    """``x + ls1 * DP(Attention4D(x))`` then ``x + ls2 * DP(Mlp(x))``; (B, C, H, W) -> same."""
-
-    def __init__(self, dim: int, mlp_ratio: float, resolution: int, imagenet_resolution: int,
-                 stride: Optional[int] = None, drop_path: float = 0.0, layer_scale_init: float = 1e-5,
-                 norm: NormLayer = nn.BatchNorm2d):
-        super().__init__()
-        self.token_mixer = Attention4D(dim, resolution, imagenet_resolution, stride=stride, norm=norm)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), norm=norm)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.layer_scale_1 = nn.Parameter(torch.full((dim, 1, 1), float(layer_scale_init)))
-        self.layer_scale_2 = nn.Parameter(torch.full((dim, 1, 1), float(layer_scale_init)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fused_for_inference:  # layer scales folded into the last convs
-            x = self.token_mixer(x).add_(x)
-            return self.mlp(x).add_(x)
-        x = x + self.drop_path(self.layer_scale_1 * self.token_mixer(x))
-        return x + self.drop_path(self.layer_scale_2 * self.mlp(x))
-
-    def _fuse_for_inference(self) -> None:
-        self.token_mixer.fuse_for_inference()
-        self.token_mixer.scale_output_(self.layer_scale_1)
-        self.mlp.fuse_for_inference()
-        self.mlp.scale_output_(self.layer_scale_2)
-
-
-class ConvDownsample(InferenceFusable):
-    """Conv 3x3 stride 2 + norm: (B, C_in, H, W) -> (B, C_out, ceil(H/2), ceil(W/2))."""
-
-    def __init__(self, in_chans: int, embed_dim: int, norm: NormLayer = nn.BatchNorm2d):
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, 3, stride=2, padding=1)
-        self.norm = norm(embed_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.proj(x))
-
-    def _fuse_for_inference(self) -> None:
-        self.proj, self.norm = fold_conv_bn(self.proj, self.norm), nn.Identity()
-
-
-class AttnDownsample(InferenceFusable):
-    """The "asub" embedding: conv 3x3 stride 2 + norm, plus :class:`Attention4DDownsample`.
-    (B, C_in, H, W) -> (B, C_out, ceil(H/2), ceil(W/2))."""
-
-    def __init__(self, in_chans: int, embed_dim: int, resolution: int, imagenet_resolution: int,
-                 norm: NormLayer = nn.BatchNorm2d):
-        super().__init__()
-        self.attn = Attention4DDownsample(in_chans, embed_dim, resolution, imagenet_resolution, norm=norm)
-        self.conv = nn.Conv2d(in_chans, embed_dim, 3, stride=2, padding=1)
-        self.bn = norm(embed_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attn(x) + self.bn(self.conv(x))
-
-    def _fuse_for_inference(self) -> None:
-        self.attn.fuse_for_inference()
-        self.conv, self.bn = fold_conv_bn(self.conv, self.bn), nn.Identity()
-
-
-def fuse_stem(stem: nn.Sequential) -> None:
-    """Fold the two conv + norm (+ GELU) triples of a :func:`make_stem` stem into
-    :class:`ConvGELU` modules, in place (idempotent; state-dict keys unchanged)."""
-    for i in (0, 3):
-        if not isinstance(stem[i + 1], nn.Identity):
-            stem[i] = with_gelu(fold_conv_bn(stem[i], stem[i + 1]))
-            stem[i + 1], stem[i + 2] = nn.Identity(), nn.Identity()
-
-
-def make_stem(in_chans: int, out_chans: int, norm: NormLayer = nn.BatchNorm2d) -> nn.Sequential:
-    """Two conv 3x3 stride 2 + norm + GELU: (B, 3, H, W) -> (B, C0, ceil(H/4), ceil(W/4))."""
-    return nn.Sequential(
-        nn.Conv2d(in_chans, out_chans // 2, 3, stride=2, padding=1),
-        norm(out_chans // 2),
-        nn.GELU(),
-        nn.Conv2d(out_chans // 2, out_chans, 3, stride=2, padding=1),
-        norm(out_chans),
-        nn.GELU(),
-    )

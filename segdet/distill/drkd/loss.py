@@ -34,8 +34,8 @@ from detectron2.config import configurable
 from detectron2.utils.events import get_event_storage
 
 from ..taps import resolve_module
-from .base import DistillLoss
-from .drkd_functional import (
+from ..losses.base import DistillLoss
+from .functional import (
     NORMALIZATIONS,
     REF_ROI_SIZE,
     batch_normalized_l2,
@@ -47,7 +47,7 @@ from .drkd_functional import (
     size_factor,
 )
 from .glore import GloReUnit
-from .registry import DISTILL_LOSS_REGISTRY
+from ..losses.registry import DISTILL_LOSS_REGISTRY
 from .relation import RELATION_FILTERS, InstanceRelation
 
 __all__ = ["DRKD", "DRKDLoss"]

@@ -1,0 +1,10 @@
+"""DRKD: pixel-wise (GloRe graph) and instance-wise relation distillation for detectors.
+Importing registers the ``DRKD`` loss in DISTILL_LOSS_REGISTRY.
+
+  loss.py        the DRKD module (adapters, GloRe units, relation modules; the three terms)
+  functional.py  the terms as pure functions of tensors
+  glore.py       the GloRe unit
+  relation.py    the instance relation module and its filters
+  lean_ops.py    two autograd ops with a leaner backward (same values as bmm / vector_norm)
+"""
+from . import loss  # noqa: F401
