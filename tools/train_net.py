@@ -32,13 +32,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import segdet  # noqa: E402,F401  (registers everything)
 from segdet.engine import AtomicCheckpointer, Trainer  # noqa: E402
 from segdet.engine.run_lock import lock_output_dir, releases_output_dir_locks  # noqa: E402
 from segdet.utils.config_io import load_config  # noqa: E402
 from segdet.utils.errors import run_with_clear_errors  # noqa: E402
+from segdet.utils.log_files import setup_loggers  # noqa: E402
 
 logger = logging.getLogger("segdet.train_net")
 
@@ -65,9 +65,8 @@ def setup(args):
     cfg = load_config(args.config_file, opts)
     if not args.eval_only:  # one training per OUTPUT_DIR; before default_setup writes into it
         lock_output_dir(cfg.OUTPUT_DIR)
+    setup_loggers(cfg.OUTPUT_DIR, comm.get_rank())  # log.txt in plain text (no colour codes)
     default_setup(cfg, args)
-    # segdet's own loggers (teacher cost per step, parameter counts, exports) next to detectron2's
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="segdet", abbrev_name="segdet")
     return cfg
 
 
