@@ -14,7 +14,7 @@ def test_benchmark_huge_pages_and_fused_path(tmp_path):
     env.pop("THP_MEM_ALLOC_ENABLE", None)
     subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "benchmark.py"), "--config-file",
-         os.path.join(ROOT, "configs", "Samples", "cgrseg_t_street.yaml"), "--input-size", "96", "128",
+         os.path.join(ROOT, "projects", "CGRSeg", "configs", "Samples", "cgrseg_t_street.yaml"), "--input-size", "96", "128",
          "--iters", "2", "--warmup", "1", "--optimize", "--channels-last", "--no-flops", "--huge-pages",
          "--output", str(out)],
         cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=300)

@@ -4,7 +4,7 @@
 Inference (default): batch 1, fixed thread count, warm-up runs, then the median of --iters timed
 runs of the whole model (preprocessing, backbone, head, postprocessing).
 
-  python tools/benchmark.py --config-file configs/ADE20K-SemanticSegmentation/cgrseg/CGRSeg-T.yaml \\
+  python tools/benchmark.py --config-file projects/CGRSeg/configs/ADE20K/CGRSeg-T.yaml \\
       --input-size 512 512 --threads 2 --output output/bench/cgrseg_t.json
 
 With --optimize the model's inference-optimised path is timed too (every sub-module that

@@ -12,7 +12,7 @@ weights; strip the SSA teacher branch from segdet checkpoints.
   python tools/convert_cgrseg_weights.py --drop-teacher output/model_final.pth deploy.pth
 
 The output is ``{"model": state_dict}`` with ``backbone.*`` / ``sem_seg_head.*`` keys, for
-``MODEL.WEIGHTS`` of configs/ADE20K-SemanticSegmentation/cgrseg/CGRSeg-{T,B,L}[-SSA].yaml. It is
+``MODEL.WEIGHTS`` of projects/CGRSeg/configs/ADE20K/CGRSeg-{T,B,L}.yaml and projects/SSA/configs/ADE20K/CGRSeg-{B,L}-SSA.yaml. It is
 written atomically (temporary file + rename). With --config-file the result is checked against the
 model that config builds (no unexpected or shape-mismatched key; for a CGRSeg or segdet checkpoint
 no missing key); with --drop-teacher that model is built with MODEL.SSA.WITH_TEACHER False.

@@ -20,6 +20,7 @@ __all__ = [
     "synthetic_batch",
     "load_tool",
     "save_random_teacher_weights",
+    "cgrseg_ade20k_config",
 ]
 
 SEM_SEG_CLASSES = ("background", "rectangle", "disk")
@@ -165,3 +166,11 @@ def synthetic_batch(cfg, height: int = 128, width: int = 160, n: int = 2, seed: 
             item["instances"] = inst
         batch.append(item)
     return batch
+
+
+def cgrseg_ade20k_config(variant: str) -> str:
+    """Path of the ADE20K config of CGRSeg ``variant`` ("T", "B", "L") or of CGRSeg + SSA
+    ("B-SSA", "L-SSA"), in the method's project folder."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    project = "SSA" if variant.endswith("-SSA") else "CGRSeg"
+    return os.path.join(root, "projects", project, "configs", "ADE20K", f"CGRSeg-{variant}.yaml")

@@ -169,7 +169,7 @@ def test_fused_adamw_on_cgrseg_gives_the_default_update():
     from segdet.utils.testing import synthetic_batch
 
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    cfg = load_config(os.path.join(repo, "configs/Samples/cgrseg_t_street.yaml"), ["MODEL.CGRSEG.NORM", "BN"])
+    cfg = load_config(os.path.join(repo, "projects/CGRSeg/configs/Samples/cgrseg_t_street.yaml"), ["MODEL.CGRSEG.NORM", "BN"])
     assert cfg.SOLVER.OPTIMIZER == "ADAMW"
     batch = synthetic_batch(cfg, 64, 64, n=2)
     for item in batch:

@@ -20,11 +20,10 @@ from segdet.modeling.cgrseg.convert import (
     map_official_key,
 )
 from segdet.utils.config_io import load_config
-from segdet.utils.testing import load_tool
+from segdet.utils.testing import cgrseg_ade20k_config, load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "cgrseg_official_state_dict_shapes.json")
-CONFIG = os.path.join(ROOT, "configs", "ADE20K-SemanticSegmentation", "cgrseg", "CGRSeg-{}.yaml")
 VARIANTS = {"T": "cgrseg_t", "B": "cgrseg_b", "L": "cgrseg_l"}
 
 def _fixture(name):
@@ -33,7 +32,7 @@ def _fixture(name):
 
 
 def _model(variant):
-    return build_model(load_config(CONFIG.format(variant), ["MODEL.DEVICE", "cpu"]))
+    return build_model(load_config(cgrseg_ade20k_config(variant), ["MODEL.DEVICE", "cpu"]))
 
 
 def _persistent_state(model):
@@ -91,7 +90,7 @@ def test_cli_pickle_guard_and_detection_checkpointer(tmp_path, capsys):
     with pytest.raises(ValueError, match="--trust-pickle"):
         tool.main([src, dst])
     assert not os.path.exists(dst)
-    assert tool.main(["--trust-pickle", src, dst, "--config-file", CONFIG.format("T")]) == 0
+    assert tool.main(["--trust-pickle", src, dst, "--config-file", cgrseg_ade20k_config("T")]) == 0
     assert os.listdir(os.path.dirname(dst)) == ["segdet.pth"]  # no temporary file left
     saved = torch.load(dst, weights_only=True)
     assert list(saved) == ["model"]

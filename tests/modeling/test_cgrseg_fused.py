@@ -24,9 +24,9 @@ from segdet.modeling.fusion import (
     with_gelu,
 )
 from segdet.utils.config_io import load_config
+from segdet.utils.testing import cgrseg_ade20k_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "configs", "ADE20K-SemanticSegmentation", "cgrseg", "CGRSeg-{}.yaml")
 
 
 def _random_bn(c: int, seed: int) -> nn.BatchNorm2d:
@@ -240,7 +240,7 @@ def _fused_copy(model: nn.Module) -> nn.Module:
 
 def _check_variant(variant: str, sizes):
     torch.manual_seed(0)
-    model = build_model(load_config(CONFIG.format(variant), ["MODEL.DEVICE", "cpu"]))
+    model = build_model(load_config(cgrseg_ade20k_config(variant), ["MODEL.DEVICE", "cpu"]))
     keys = list(model.state_dict())
     _randomise(model)
     model.eval()

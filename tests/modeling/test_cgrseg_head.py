@@ -13,13 +13,13 @@ from segdet.modeling.cgrseg.head import CGRSegHead
 from segdet.modeling.cgrseg.dpg import spatial_gather
 from segdet.modeling.sem_seg.losses import sem_seg_cross_entropy
 from segdet.utils.config_io import load_config
+from segdet.utils.testing import cgrseg_ade20k_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "configs", "ADE20K-SemanticSegmentation", "cgrseg", "CGRSeg-{}.yaml")
 
 
 def _model(variant: str, opts=()):
-    return build_model(load_config(CONFIG.format(variant), ["MODEL.DEVICE", "cpu", *opts]))
+    return build_model(load_config(cgrseg_ade20k_config(variant), ["MODEL.DEVICE", "cpu", *opts]))
 
 
 def _count(module: nn.Module) -> int:

@@ -30,10 +30,9 @@ from segdet.modeling.ssa.heads import (
 from segdet.modeling.ssa.losses import SSA_LOSS_NAMES, count_masks, ssa_losses
 from segdet.modeling.cgrseg.convert import compare_state_dicts, convert_checkpoint, map_official_key
 from segdet.utils.config_io import load_config
-from segdet.utils.testing import load_tool
+from segdet.utils.testing import cgrseg_ade20k_config, load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "configs", "ADE20K-SemanticSegmentation", "cgrseg", "CGRSeg-{}.yaml")
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "cgrseg_official_state_dict_shapes.json")
 ALL_NAMES = set(SSA_LOSS_NAMES.values())
 STUDENT_ONLY_NAMES = {"loss_sem_seg", "loss_ssa_coarse_ce", "loss_ssa_dice"}
@@ -67,12 +66,12 @@ def _labels(b=2, size=128, seed=0, k=3):
 # ------------------------------------------------------------------------------ parameter counts
 @pytest.mark.parametrize("variant,inference,official", [("B", 19_286_134, 19.29), ("L", 35_848_966, 35.85)])
 def test_parameter_counts_match_the_official_ssa_models(variant, inference, official):
-    model = build_model(load_config(CONFIG.format(f"{variant}-SSA"), ["MODEL.DEVICE", "cpu"]))
+    model = build_model(load_config(cgrseg_ade20k_config(f"{variant}-SSA"), ["MODEL.DEVICE", "cpu"]))
     head = model.sem_seg_head
     assert isinstance(head, CGRSegSSAHead) and head.lgc is None and head.with_teacher
     assert _count(model) == inference + 262_656  # spec B.7: 19.549 / 36.112 M with the teacher
     assert _count(model, teacher=True) == 262_656  # 2 * (512*128 + 128*256 + 256) + 256*256
-    deploy = build_model(load_config(CONFIG.format(f"{variant}-SSA"),
+    deploy = build_model(load_config(cgrseg_ade20k_config(f"{variant}-SSA"),
                                      ["MODEL.DEVICE", "cpu", "MODEL.SSA.WITH_TEACHER", "False"]))
     assert _count(deploy) == inference  # spec B.7: 19.286 / 35.849 M
     assert abs(inference / 1e6 - official) / official < 1e-3  # the README's 19.3 / 35.8 (paper 19.29 / 35.85)
@@ -130,14 +129,14 @@ def test_training_returns_the_eight_weighted_terms(avg_non_ignore):
 
 
 def test_weights_and_settings_read_from_the_config():
-    cfg = load_config(CONFIG.format("B-SSA"), ["MODEL.DEVICE", "cpu", "MODEL.SSA.LOSS_WEIGHTS.SPATIAL_KD", "2.0",
+    cfg = load_config(cgrseg_ade20k_config("B-SSA"), ["MODEL.DEVICE", "cpu", "MODEL.SSA.LOSS_WEIGHTS.SPATIAL_KD", "2.0",
                                                "MODEL.SEM_SEG_HEAD.LOSS_AVG_NON_IGNORE", "False",
                                                "MODEL.SSA.TEMPERATURE", "10.0"])
     args = CGRSegSSAHead.from_config(cfg, {"res3": ShapeSpec(channels=64, stride=8),
                                            "res4": ShapeSpec(channels=144, stride=16),
                                            "res5": ShapeSpec(channels=288, stride=32)})
     assert args["use_dpg"] is False and args["channels"] == 256 and args["num_classes"] == 150
-    dpg_on = load_config(CONFIG.format("B-SSA"), ["MODEL.CGRSEG.USE_DPG", "True"])
+    dpg_on = load_config(cgrseg_ade20k_config("B-SSA"), ["MODEL.CGRSEG.USE_DPG", "True"])
     with pytest.raises(ValueError, match="USE_DPG"):
         CGRSegSSAHead.from_config(dpg_on, args["input_shape"])
     ssa = args["ssa_args"]
@@ -227,7 +226,7 @@ def test_all_ignore_and_absent_class_at_the_head():
 
 def _ssa_segmentor_cfg():
     """CGRSeg-T + SSA segmentor, K=3, plain BN (single CPU process)."""
-    return load_config(CONFIG.format("T"), [
+    return load_config(cgrseg_ade20k_config("T"), [
         "MODEL.DEVICE", "cpu", "MODEL.SEM_SEG_HEAD.NAME", "CGRSegSSAHead", "MODEL.CGRSEG.USE_DPG", "False",
         "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3", "MODEL.CGRSEG.NORM", "BN"])
 
@@ -398,7 +397,7 @@ def _load_tool():
 
 
 def test_official_ssa_checkpoint_converts_and_loads_strictly(tmp_path):
-    model = build_model(load_config(CONFIG.format("B-SSA"), ["MODEL.DEVICE", "cpu"]))
+    model = build_model(load_config(cgrseg_ade20k_config("B-SSA"), ["MODEL.DEVICE", "cpu"]))
     official = _official_ssa_checkpoint(model.state_dict())
     assert map_official_key("decode_head.gt_center_proj.weight") == "sem_seg_head.ssa.gt_center_proj.weight"
     assert map_official_key("decode_head.conv_seg.weight") == "sem_seg_head.conv_seg.weight"
@@ -413,7 +412,7 @@ def test_official_ssa_checkpoint_converts_and_loads_strictly(tmp_path):
                        official["decode_head.gt_center_pos_proj.0.weight"])
     assert torch.equal(model.sem_seg_head.conv_seg.weight, official["decode_head.conv_seg.weight"])
 
-    deploy = build_model(load_config(CONFIG.format("B-SSA"),
+    deploy = build_model(load_config(cgrseg_ade20k_config("B-SSA"),
                                      ["MODEL.DEVICE", "cpu", "MODEL.SSA.WITH_TEACHER", "False"]))
     stripped, _ = convert_checkpoint({"state_dict": official}, drop_teacher=True)
     assert len(official) - len(stripped) == 7  # gt_center_{content,pos}_proj x 3 tensors + gt_center_proj
@@ -427,11 +426,11 @@ def test_official_ssa_checkpoint_converts_and_loads_strictly(tmp_path):
     tool = _load_tool()
     src, dst = str(tmp_path / "cgrseg_b_ssa.pth"), str(tmp_path / "deploy.pth")
     torch.save({"state_dict": official}, src)
-    assert tool.main([src, dst, "--drop-teacher", "--config-file", CONFIG.format("B-SSA")]) == 0
+    assert tool.main([src, dst, "--drop-teacher", "--config-file", cgrseg_ade20k_config("B-SSA")]) == 0
     saved = torch.load(dst, weights_only=True)["model"]
     assert sorted(saved) == sorted(stripped)
     full = str(tmp_path / "full.pth")
-    assert tool.main([src, full, "--config-file", CONFIG.format("B-SSA")]) == 0
+    assert tool.main([src, full, "--config-file", cgrseg_ade20k_config("B-SSA")]) == 0
     assert sorted(torch.load(full, weights_only=True)["model"]) == sorted(converted)
     with pytest.raises(ValueError, match="do not fit"):  # SSA weights against the plain (DPG) CGRSeg-B
-        tool.main([src, str(tmp_path / "x.pth"), "--config-file", CONFIG.format("B")])
+        tool.main([src, str(tmp_path / "x.pth"), "--config-file", cgrseg_ade20k_config("B")])
