@@ -53,6 +53,7 @@ from kd_compare_lib.plan import build_plan  # noqa: E402
 from kd_compare_lib.report import format_table, plot_bars, plot_curves, read_metric, summarize, write_json  # noqa: E402
 from kd_compare_lib.runner import (Eta, RunFailedError, check_record, execute, format_duration,  # noqa: E402
                                    is_finished, train_net_command)
+from segdet.utils.threads import thread_count  # noqa: E402
 
 PREFIX = "[kd_compare]"
 
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-gpus", type=int, default=1, help="processes per run (tools/train_net.py's)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="tools/train_net.py's --trust-pickle for every run (pickled weights you trust)")
+    parser.add_argument("--threads", type=thread_count, metavar="N",
+                        help="tools/train_net.py's --threads for every run (CPU threads per process)")
     parser.add_argument("--verbose", action="store_true", help="show every run's full output")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="config overrides for every arm, e.g. MODEL.DEVICE cpu SOLVER.IMS_PER_BATCH 2")
@@ -116,7 +119,7 @@ def run_comparison(args) -> dict:
     plan = build_plan(args.config_file, args.opts, args.seeds, args.output_dir, max_iter=args.max_iter,
                       eval_period=args.eval_period, arms=args.arms, teacher_weights=args.teacher_weights)
     out = os.path.abspath(args.output_dir)
-    commands = [train_net_command(r, args.num_gpus, args.trust_pickle) for r in plan.runs]
+    commands = [train_net_command(r, args.num_gpus, args.trust_pickle, args.threads) for r in plan.runs]
     for run, command in zip(plan.runs, commands):
         check_record(run, command)  # a folder of other settings: one line before anything runs
     teacher = {"trained": "trained here first", "given": "given (--teacher-weights)",

@@ -39,6 +39,7 @@ from segdet.engine.run_lock import lock_output_dir, releases_output_dir_locks  #
 from segdet.utils.config_io import load_config  # noqa: E402
 from segdet.utils.errors import run_with_clear_errors  # noqa: E402
 from segdet.utils.log_files import setup_loggers  # noqa: E402
+from segdet.utils.threads import set_threads, thread_count  # noqa: E402
 
 logger = logging.getLogger("segdet.train_net")
 
@@ -53,10 +54,14 @@ def build_parser():
                              "DISTILL.TEACHER.WEIGHTS and the --resume checkpoint: .pkl model-zoo files and "
                              ".pth files holding Python objects besides tensors; sets MODEL.TRUST_PICKLE. "
                              "Only for files you trust; or convert them once with tools/convert_d2_pkl.py")
+    parser.add_argument("--threads", type=thread_count, metavar="N",
+                        help="CPU threads per process (torch.set_num_threads, OMP/MKL_NUM_THREADS); default: "
+                             "torch's, one per core. On a shared or busy machine 1 is often fastest")
     return parser
 
 
 def setup(args):
+    set_threads(getattr(args, "threads", None))  # in each process (setup runs in every one)
     opts = list(args.opts)
     if args.eval_teacher:
         opts += ["DISTILL.EVAL_TEACHER", "True"]
@@ -116,6 +121,7 @@ def main(args):
 
 def invoke_main() -> None:
     args = build_parser().parse_args()
+    set_threads(args.threads)  # before launch, so spawned workers start with the OMP/MKL variables
     run_with_clear_errors(
         launch, main, args.num_gpus, num_machines=args.num_machines,
         machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,),

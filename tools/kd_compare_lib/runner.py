@@ -34,7 +34,8 @@ def is_finished(run: Run) -> bool:
     return os.path.isfile(os.path.join(run.run_dir, "eval_results.json"))
 
 
-def train_net_command(run: Run, num_gpus: int = 1, trust_pickle: bool = False) -> List[str]:
+def train_net_command(run: Run, num_gpus: int = 1, trust_pickle: bool = False,
+                      threads: Optional[int] = None) -> List[str]:
     """tools/train_net.py's arguments for ``run`` (every training run resumes: from its last
     checkpoint when there is one, else from the start)."""
     flags = ["--eval-only"] if run.eval_only else ["--resume"]
@@ -42,6 +43,8 @@ def train_net_command(run: Run, num_gpus: int = 1, trust_pickle: bool = False) -
         flags += ["--num-gpus", str(num_gpus)]
     if trust_pickle:
         flags += ["--trust-pickle"]
+    if threads is not None:
+        flags += ["--threads", str(threads)]
     return ["--config-file", os.path.abspath(run.config_file), *flags, *run.opts]
 
 
