@@ -212,6 +212,10 @@ class SafeCheckpointer(DetectionCheckpointer):
         self._trust_pickle = value
 
     def load(self, path: str, *args, **kwargs):
+        if not path:  # fvcore would say "Initializing model from scratch", untrue with a pretrained backbone
+            self.logger.info(f"{self.what} is empty: keeping the model's own initialisation "
+                             "(e.g. backbone ImageNet weights)")
+            return {}
         local = path.split("?", 1)[0] if path else path
         if local and local.endswith(".pkl") and not self.trust_pickle:
             raise refused_pickle(self.what, local)  # before a URL is even downloaded

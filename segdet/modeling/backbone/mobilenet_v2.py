@@ -4,6 +4,7 @@ A light ImageNet-initialised backbone for CPU-sized experiments (the embedded sa
 Outputs ``m2..m5`` at strides 4/8/16/32 with 24/32/96/320 channels (the last inverted-residual
 block of each resolution; the final 1×1 1280-channel conv is not built).
 """
+import logging
 import os
 from typing import Dict, Sequence
 
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 # name -> (index of the last torchvision `features` block of that stage, stride, channels)
+logger = logging.getLogger(__name__)
+
 _STAGES = {"m2": (3, 4, 24), "m3": (6, 8, 32), "m4": (13, 16, 96), "m5": (17, 32, 320)}
 
 
@@ -67,8 +70,10 @@ class MobileNetV2Backbone(Backbone):
             raise ValueError(f"MODEL.MOBILENET_V2.NORM must be 'FrozenBN' or 'BN', got {norm!r}")
         net = torchvision.models.mobilenet_v2(weights=None)
         if weights:
-            state = torch.load(resolve_weights_path(weights), map_location="cpu", weights_only=True)
+            path = resolve_weights_path(weights)
+            state = torch.load(path, map_location="cpu", weights_only=True)
             net.load_state_dict(state)
+            logger.info(f"MODEL.MOBILENET_V2.WEIGHTS: loaded {len(state)} tensors from {path} into the backbone")
         last = max(_STAGES[name][0] for name in out_features)
         self.features = net.features[: last + 1]
         if norm == "FrozenBN":
