@@ -35,7 +35,12 @@ def checked_dataset_dicts(names: Sequence[str], key: str, **kwargs) -> List[dict
 
 
 def dataset_dicts_for_training(cfg) -> List[dict]:
-    """The training dicts exactly as detectron2's ``build_detection_train_loader`` loads them."""
+    """The training dicts exactly as detectron2's ``build_detection_train_loader`` loads them,
+    after checking the model's NUM_CLASSES against the datasets' classes
+    (:func:`segdet.data.class_checks.check_num_classes`)."""
+    from .class_checks import check_num_classes
+
+    check_num_classes(cfg)
     return checked_dataset_dicts(
         cfg.DATASETS.TRAIN, "DATASETS.TRAIN",
         filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
