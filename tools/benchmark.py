@@ -117,7 +117,7 @@ def random_teacher_weights(cfg) -> str:
     """Timing needs no trained teacher: random weights of the right shapes."""
     import tempfile
 
-    from segdet.utils.testing import save_random_teacher_weights
+    from segdet.utils.synthetic import save_random_teacher_weights
 
     path = os.path.join(tempfile.mkdtemp(), "teacher.pth")
     save_random_teacher_weights(cfg, path, ["MODEL.DEVICE", cfg.MODEL.DEVICE])
@@ -204,7 +204,7 @@ def training_batch(args, cfg):
         if args.batch_size != 1:
             loader_cfg.SOLVER.IMS_PER_BATCH = args.batch_size
         return next(iter(Trainer.build_train_loader(loader_cfg)))
-    from segdet.utils.testing import synthetic_batch
+    from segdet.utils.synthetic import synthetic_batch
 
     h, w = args.input_size
     return synthetic_batch(cfg, h, w, n=cfg.SOLVER.IMS_PER_BATCH if args.batch_size == 1 else args.batch_size)
@@ -243,22 +243,21 @@ def bench_train_step(args, cfg, model):
                 **describe_batch(args, cfg, batch)}
 
     # Steps with and without the distillation losses, interleaved so that a drift in machine
-    # speed affects both alike; the model's timers are read after each step with the losses.
-    losses, no_losses = model.distill_losses, torch.nn.ModuleDict()
-    with_times, without_times, parts = [], [], {"teacher": [], "student": [], "losses": []}
-    with EventStorage(0):
+    # speed affects both alike; the DistillTimer's times are read after each step with the losses.
+    from segdet.engine.distill_timer import PARTS, DistillTimer
+
+    with_times, without_times, parts = [], [], {k: [] for k in PARTS}
+    with EventStorage(0), DistillTimer(model, log_period_s=0) as timer:
         for _ in range(args.warmup):
-            for module in (losses, no_losses):
-                model.distill_losses = module
+            step()
+            with model.without_distill_losses():
                 step()
         for _ in range(args.iters):
-            model.distill_losses = losses
             with_times.append(timed(step, args.device)[0])
             for key, values in parts.items():
-                values.append(model._timings[key][-1])
-            model.distill_losses = no_losses
-            without_times.append(timed(step, args.device)[0])
-    model.distill_losses = losses
+                values.append(timer.last_s[key])
+            with model.without_distill_losses():
+                without_times.append(timed(step, args.device)[0])
     step_s, without = statistics.median(with_times), statistics.median(without_times)
     t = {k: statistics.median(v) for k, v in parts.items()}
     alone = time_losses_alone(args, cfg, model, step)

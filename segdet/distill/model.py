@@ -1,24 +1,21 @@
 """DistillationModel: a student trained with a frozen teacher through named feature taps."""
-import logging
-import time
-from typing import Dict, List, Mapping, Optional, Sequence
+import contextlib
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
-from detectron2.utils.logger import log_every_n_seconds
 
 from .losses import DISTILL_LOSS_REGISTRY, DistillLoss
 from .taps import FeatureRecorder
 from .teacher import build_teacher, freeze
 
 __all__ = ["DistillationModel"]
-
-logger = logging.getLogger(__name__)
 
 
 def _in_backbone(name: str) -> bool:
@@ -44,6 +41,12 @@ class DistillationModel(nn.Module):
       3. each distillation loss receives the recorded taps and returns named terms, reported as
          ``loss_distill_<term>`` after the configured weight and linear warm-up.
     Evaluation forward is the student alone.
+
+    The three parts run in ``torch.profiler.record_function`` scopes "distill/teacher",
+    "distill/student" and "distill/losses" (free when no profiler runs); their wall-clock times
+    are measured from outside by :class:`segdet.engine.distill_timer.DistillTimer`.
+    :meth:`without_distill_losses` (or ``distill_losses_enabled = False``) skips step 3, e.g. to
+    measure what the losses cost a training step.
 
     The teacher is held outside the module tree: it is not in ``state_dict`` (so neither in
     training checkpoints nor in the exported student), not in ``parameters()`` (so neither in
@@ -95,7 +98,8 @@ class DistillationModel(nn.Module):
             FeatureRecorder(teacher, taps("teacher_taps", True), record_inputs=True, owner="teacher")]
         teacher_taps = [n for r in self._teacher_recorders for n in r.names]
         self.teacher_backbone_only = all(_in_backbone(n) for n in teacher_taps)
-        self._timings: Dict[str, List[float]] = {"teacher": [], "student": [], "losses": []}
+        # public switch: False skips the distillation losses (teacher and student still run)
+        self.distill_losses_enabled = True
 
     @classmethod
     def from_config(cls, cfg):
@@ -153,26 +157,43 @@ class DistillationModel(nn.Module):
         """The student's weights alone, loadable with the student's own config."""
         return self.student.state_dict()
 
+    @contextlib.contextmanager
+    def without_distill_losses(self) -> Iterator["DistillationModel"]:
+        """Within the block, training forwards run the teacher and the student (taps recorded)
+        but not the distillation losses: the returned dict holds the student's losses alone."""
+        previous, self.distill_losses_enabled = self.distill_losses_enabled, False
+        try:
+            yield self
+        finally:
+            self.distill_losses_enabled = previous
+
     # ------------------------------------------------------------------ forward
     def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs: detectron2's list of dicts, "image" (C, H, W) in the student's format.
+        Returns:
+            training: {loss name: scalar}, the student's and ``loss_distill_<term>``; evaluation:
+            the student's outputs.
+        """
         if not self.training:
             return self.student(batched_inputs)
-        t0 = time.perf_counter()
-        teacher_feats = self._run_teacher(batched_inputs)
-        t1 = time.perf_counter()
-        student_feats, losses = self._run_student(batched_inputs)
-        t2 = time.perf_counter()
-        factor = self._warmup_factor()
-        for name, loss in self.distill_losses.items():
-            terms = loss(
-                {n: student_feats[n] for n in loss.student_taps},
-                {n: teacher_feats[n] for n in loss.teacher_taps},
-                batched_inputs,
-            )
-            for term, value in terms.items():
-                losses[f"loss_distill_{term}"] = value * (self.loss_weights[name] * factor)
-        t3 = time.perf_counter()
-        self._record_timings(t1 - t0, t2 - t1, t3 - t2)
+        with record_function("distill/teacher"):
+            teacher_feats = self._run_teacher(batched_inputs)
+        with record_function("distill/student"):
+            student_feats, losses = self._run_student(batched_inputs)
+        if not self.distill_losses_enabled:
+            return losses
+        with record_function("distill/losses"):
+            factor = self._warmup_factor()
+            for name, loss in self.distill_losses.items():
+                terms = loss(
+                    {n: student_feats[n] for n in loss.student_taps},
+                    {n: teacher_feats[n] for n in loss.teacher_taps},
+                    batched_inputs,
+                )
+                for term, value in terms.items():
+                    losses[f"loss_distill_{term}"] = value * (self.loss_weights[name] * factor)
         return losses
 
     def _warmup_factor(self) -> float:
@@ -218,23 +239,3 @@ class DistillationModel(nn.Module):
                                    "in the forward pass")
             feats.update(r.outputs)
         return feats
-
-    def _record_timings(self, teacher_s: float, student_s: float, losses_s: float) -> None:
-        try:
-            storage = get_event_storage()
-        except AssertionError:
-            return
-        storage.put_scalars(distill_teacher_ms=teacher_s * 1e3, distill_student_ms=student_s * 1e3,
-                            distill_losses_ms=losses_s * 1e3, smoothing_hint=True)
-        for key, value in zip(("teacher", "student", "losses"), (teacher_s, student_s, losses_s)):
-            self._timings[key] = (self._timings[key] + [value])[-20:]
-        mean = {k: 1e3 * sum(v) / len(v) for k, v in self._timings.items()}
-        total = sum(mean.values())
-        log_every_n_seconds(
-            logging.INFO,
-            f"distillation cost per step (mean of last {len(self._timings['teacher'])}): teacher forward "
-            f"{mean['teacher']:.0f} ms ({100 * mean['teacher'] / total:.0f}%), student forward "
-            f"{mean['student']:.0f} ms, distillation losses {mean['losses']:.0f} ms "
-            f"({100 * mean['losses'] / total:.0f}%)",
-            n=30, name=__name__,
-        )

@@ -1,4 +1,5 @@
-"""Training hooks: loss/LR/metric curves as a PNG, the student's weights, reseeding for resume."""
+"""Training hooks: loss/LR/metric curves as a PNG, the student's weights, reseeding for resume,
+distillation timing."""
 import logging
 import os
 from typing import Dict, List, Tuple
@@ -6,7 +7,8 @@ from typing import Dict, List, Tuple
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-__all__ = ["TrainingCurvesHook", "StudentExportHook", "ReseedHook", "iteration_seed", "plot_training_curves"]
+__all__ = ["TrainingCurvesHook", "StudentExportHook", "ReseedHook", "DistillTimerHook", "iteration_seed",
+           "plot_training_curves"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +122,22 @@ class ReseedHook(HookBase):
         iteration = self.trainer.iter
         if iteration == self.trainer.start_iter or (self._period > 0 and iteration % self._period == 0):
             seed_all_rng(iteration_seed(self._seed, iteration, comm.get_rank()))
+
+
+class DistillTimerHook(HookBase):
+    """Times every training step of a DistillationModel with a
+    :class:`~segdet.engine.distill_timer.DistillTimer` (attached from ``before_train`` to
+    ``after_train``): ``distill_teacher_ms``, ``distill_student_ms`` and ``distill_losses_ms`` in
+    the trainer's EventStorage, and a periodic log line of their means."""
+
+    timer = None
+
+    def before_train(self) -> None:
+        from .distill_timer import DistillTimer, find_distillation_model
+
+        model = find_distillation_model(self.trainer.model)
+        self.timer = DistillTimer(model).attach() if model is not None else None
+
+    def after_train(self) -> None:
+        if self.timer is not None:
+            self.timer.detach()

@@ -19,7 +19,8 @@ from segdet.utils.errors import TrainingDivergedError
 
 from .checkpoint import AtomicCheckpointer
 from .ddp import create_ddp_model
-from .hooks import ReseedHook, StudentExportHook, TrainingCurvesHook
+from .distill_timer import find_distillation_model
+from .hooks import DistillTimerHook, ReseedHook, StudentExportHook, TrainingCurvesHook
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
 from .resume import (MetricsJSONWriter, ResumableSampler, config_settings, drop_metrics_from,
@@ -229,6 +230,8 @@ class Trainer(DefaultTrainer):
         hooks = super().build_hooks()
         if self.cfg.SEED >= 0:
             hooks.insert(0, ReseedHook(self.cfg.SEED, self.cfg.SOLVER.CHECKPOINT_PERIOD))
+        if find_distillation_model(self.model) is not None:
+            hooks.insert(0, DistillTimerHook())  # distill_{teacher,student,losses}_ms in the metrics
         if comm.is_main_process():
             hooks.insert(-1, TrainingCurvesHook(self.cfg.OUTPUT_DIR, period=max(20, self.cfg.SOLVER.CHECKPOINT_PERIOD)))
             inner = getattr(self.model, "module", self.model)

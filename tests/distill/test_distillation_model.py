@@ -179,3 +179,48 @@ def test_unknown_loss_name_lists_registered_losses(teacher_files):
 
     with pytest.raises(ConfigError, match="FeatureMSE"):
         build_model(_distill_cfg(teacher_files, extra=["DISTILL.LOSSES", ("NoSuchLoss",)]))
+
+
+def test_distill_timer_reports_the_three_parts_and_the_model_has_no_timer(teacher_files):
+    """A fake clock advanced by 1 s in the teacher, 2 s in the student, 4 s in the loss: the
+    timer attributes exactly those to its three parts; without the losses they cost 0."""
+    import inspect
+
+    import segdet.distill.model as model_module
+    from segdet.engine.distill_timer import DistillTimer
+
+    assert "perf_counter" not in inspect.getsource(model_module) and "log_every" not in inspect.getsource(model_module)
+    model = build_model(_distill_cfg(teacher_files)).train()
+    assert not hasattr(model, "_timings")
+    now = [0.0]
+
+    def advance(seconds):
+        def hook(*args):
+            now[0] += seconds
+        return hook
+
+    # registered before the timer's hooks, so they run inside its boundaries
+    model.teacher.backbone.register_forward_hook(advance(1.0))
+    model.student.register_forward_hook(advance(2.0))
+    model.distill_losses["featuremse"].register_forward_hook(advance(4.0))
+    with EventStorage(0) as storage, DistillTimer(model, clock=lambda: now[0], log_period_s=0) as timer:
+        losses = model(_inputs())
+        assert timer.last_s == {"teacher": 1.0, "student": 2.0, "losses": 4.0}
+        latest = {k: v for k, (v, _) in storage.latest().items() if k.startswith("distill_")}
+        assert latest == {"distill_teacher_ms": 1000.0, "distill_student_ms": 2000.0, "distill_losses_ms": 4000.0}
+        with model.without_distill_losses():
+            no_distill = model(_inputs())
+        assert model.distill_losses_enabled
+        assert timer.last_s == {"teacher": 1.0, "student": 2.0, "losses": 0.0}
+        model.eval()
+        with torch.no_grad():
+            model(_inputs(1))  # evaluation: the student alone, not timed
+        assert timer.last_s["losses"] == 0.0 and len(timer.history_s["teacher"]) == 2
+    assert "loss_distill_feature_mse" in losses and "loss_rpn_cls" in losses
+    assert not any(k.startswith("loss_distill") for k in no_distill) and "loss_rpn_cls" in no_distill
+    model.train()
+    before = now[0]
+    with EventStorage(0) as storage:
+        model(_inputs())  # detached: not timed
+    assert now[0] - before == 7.0 and len(timer.history_s["teacher"]) == 2
+    assert not any(k.startswith("distill_") for k in storage.latest())
