@@ -37,16 +37,20 @@ def checked_dataset_dicts(names: Sequence[str], key: str, **kwargs) -> List[dict
 def dataset_dicts_for_training(cfg) -> List[dict]:
     """The training dicts exactly as detectron2's ``build_detection_train_loader`` loads them,
     after checking the model's NUM_CLASSES against the datasets' classes
-    (:func:`segdet.data.class_checks.check_num_classes`)."""
+    (:func:`segdet.data.class_checks.check_num_classes`) and that a semantic set's labels are not
+    a raw 0/255 mask (:func:`segdet.data.label_checks.check_binary_ignore_labels`)."""
     from .class_checks import check_num_classes
+    from .label_checks import check_binary_ignore_labels
 
     check_num_classes(cfg)
-    return checked_dataset_dicts(
+    dicts = checked_dataset_dicts(
         cfg.DATASETS.TRAIN, "DATASETS.TRAIN",
         filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
         min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0,
         proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
     )
+    check_binary_ignore_labels(cfg, dicts)  # a raw 0/255 mask: 255 is the ignore value
+    return dicts
 
 
 def dataset_dicts_for_testing(cfg, dataset_name: str) -> List[dict]:

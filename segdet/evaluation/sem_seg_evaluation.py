@@ -117,12 +117,24 @@ class SegdetSemSegEvaluator(DatasetEvaluator):
         for i, name in enumerate(self._class_names):
             res[f"Acc-{name}"] = 100.0 * float(m["Acc"][i])
         self._log_table(m, int(conf.sum()))
+        self._warn_absent_classes(conf)
         if self._output_dir:
             PathManager.mkdirs(self._output_dir)
             path = os.path.join(self._output_dir, "sem_seg_metrics.json")
             with PathManager.open(path, "w") as f:
                 json.dump({k: (None if math.isnan(v) else v) for k, v in res.items()}, f, indent=1)
         return {"sem_seg": res}
+
+    def _warn_absent_classes(self, conf: np.ndarray) -> None:
+        """A class without one valid ground-truth pixel in the whole set has NaN IoU and is left
+        out of mIoU, which can then read 100 (a 0/255 binary mask: 255 is the ignore value)."""
+        absent = [name for name, n in zip(self._class_names, conf.sum(axis=1)) if n == 0]
+        if absent:
+            logger.warning(
+                f"{self._dataset_name}: no valid ground-truth pixels for class(es) "
+                f"{', '.join(repr(a) for a in absent)} in the whole set: their IoU is NaN and left out "
+                f"of mIoU. If the labels are a 0/{self._ignore_label} binary mask, {self._ignore_label} "
+                "is the ignore value: write the foreground as 1")
 
     def _log_table(self, m: Dict, num_pixels: int) -> None:
         rows = [(name, 100.0 * m["IoU"][i], 100.0 * m["Acc"][i])
