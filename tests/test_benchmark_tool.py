@@ -29,7 +29,8 @@ def test_train_step_breakdown_on_the_training_data(tmp_path):
     and GT boxes reported), steps with and without the distillation losses, the breakdown."""
     import torch
 
-    from segdet.utils.testing import load_tool, register_synthetic_datasets
+    from _tools import load_tool
+    from segdet.utils.synthetic import register_synthetic_datasets
 
     register_synthetic_datasets(str(tmp_path / "data"))
     tool = load_tool("benchmark")

@@ -12,7 +12,7 @@ from torch import nn
 
 from segdet.engine.checkpoint_io import SafeCheckpointer
 from segdet.utils.errors import ConfigError
-from segdet.utils.testing import load_tool
+from _tools import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "convert_d2_pkl.py")

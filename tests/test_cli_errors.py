@@ -64,7 +64,7 @@ def test_corrupt_image_is_named(tmp_path):
     import json
     import shutil
 
-    from segdet.utils.testing import make_synthetic_detection_dataset
+    from segdet.utils.synthetic import make_synthetic_detection_dataset
 
     root = tmp_path / "data"
     trees = root / "segdet_samples" / "trees"

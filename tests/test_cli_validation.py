@@ -45,7 +45,7 @@ def test_zero_checkpoint_period_is_refused_before_training(tmp_path):
 
 def test_empty_training_set_names_the_dataset(tmp_path):
     """A sample-layout trees dataset whose training index lists no images."""
-    from segdet.utils.testing import make_synthetic_detection_dataset
+    from segdet.utils.synthetic import make_synthetic_detection_dataset
 
     trees = tmp_path / "data" / "segdet_samples" / "trees"
     json_path, image_root = make_synthetic_detection_dataset(str(tmp_path / "val"), num_images=1)

@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from segdet.engine import build_optimizer
-from segdet.utils.testing import save_random_teacher_weights, synthetic_batch
+from segdet.utils.synthetic import save_random_teacher_weights, synthetic_batch
 from segdet.utils.config_io import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -40,7 +40,7 @@ torch.set_num_threads(1)
 from argparse import Namespace
 import detectron2.engine.train_loop as train_loop
 import segdet.engine.trainer as trainer
-from segdet.utils.testing import train_net_main_with_synthetic_data
+from _tools import train_net_main_with_synthetic_data
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)

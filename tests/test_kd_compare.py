@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from segdet.utils.errors import ConfigError
-from segdet.utils.testing import load_tool
+from _tools import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DSD = "projects/DSD/configs/Samples/cgrseg_t_street_dsd.yaml"

@@ -49,7 +49,7 @@ TEST:
   VIS_NUM_IMAGES: 0
 """
 
-REGISTER = """from segdet.utils.testing import register_synthetic_datasets
+REGISTER = """from segdet.utils.synthetic import register_synthetic_datasets
 
 
 def register():

@@ -7,7 +7,7 @@ from argparse import Namespace
 import pytest
 import torch
 
-from segdet.utils.testing import train_net_main_with_synthetic_data
+from _tools import train_net_main_with_synthetic_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DET_OPTS = [

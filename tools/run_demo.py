@@ -17,6 +17,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # tools/sample_data
 
 JOBS = [
     # (name, config, metric path in eval_results.json, metric label)
@@ -49,7 +50,7 @@ def main():
     parser.add_argument("--max-iter", type=int, default=None, help="override SOLVER.MAX_ITER (quick runs)")
     args = parser.parse_args()
 
-    from segdet.data.samples import ensure_samples
+    from sample_data import ensure_samples
 
     ensure_samples(verbose=True)
     summary = {}

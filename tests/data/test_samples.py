@@ -1,5 +1,6 @@
-"""Embedded sample data: conversion functions on hand-made inputs, manifest / atomic build,
-lazy registration errors, the command line, and (slow) the real preparation with downloads."""
+"""Embedded sample data: the preparation tool's conversion functions on hand-made inputs,
+manifest / atomic build, the tool's layout against the library's, lazy registration errors,
+the command line, and (slow) the real preparation with downloads."""
 import json
 import os
 import subprocess
@@ -12,11 +13,19 @@ from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from segdet.data.samples import builders, convert, manifest, prepare
-from segdet.data.samples.builders import ComponentSpec, tile_detection_image
-from segdet.data.samples.layout import MANIFEST_NAME, PREPARE_COMMAND, sample_root
+from _tools import REPO_ROOT as REPO
+from _tools import import_tools_package
+from segdet.data.datasets import sample_layout
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+builders = import_tools_package("sample_data.builders")  # tools/sample_data: the preparation tool
+convert = import_tools_package("sample_data.convert")
+manifest = import_tools_package("sample_data.manifest")
+prepare = import_tools_package("sample_data.prepare")
+preview = import_tools_package("sample_data.preview")
+tool_layout = import_tools_package("sample_data.layout")
+ComponentSpec, tile_detection_image = builders.ComponentSpec, builders.tile_detection_image
+MANIFEST_NAME = tool_layout.MANIFEST_NAME
+PREPARE_COMMAND, sample_root = sample_layout.PREPARE_COMMAND, sample_layout.sample_root
 
 VOC_XML = """<annotation><size><width>600</width><height>400</height><depth>3</depth></size>
 <object><name>Tree</name><bndbox><xmin>340</xmin><ymin>100</ymin><xmax>440</xmax><ymax>200</ymax></bndbox></object>
@@ -89,36 +98,34 @@ def test_remap_label_keeps_ignore_and_rejects_unknown_values():
         convert.remap_label(np.array([[0, 3]]), {0: 0, 1: 1})
 
 
-def test_instance_to_semantic_and_stretch():
-    inst = np.array([[0, 7, 7], [183, 0, 2]], dtype=np.uint16)
-    np.testing.assert_array_equal(convert.instance_to_semantic(inst), [[0, 1, 1], [1, 0, 1]])
-    ramp = np.arange(0, 101, dtype=np.uint16).reshape(1, 101)
-    out = convert.stretch_to_uint8(ramp, 0.0, 100.0)
-    assert out.dtype == np.uint8 and out[0, 0] == 0 and out[0, 100] == 255 and out[0, 50] == 128  # 127.5 rounds to 128
-    with pytest.raises(ValueError, match="contrast"):
-        convert.stretch_to_uint8(np.full((4, 4), 7))
-
-
-def test_split_by_source_and_quadrants():
+def test_split_by_source():
     splits = convert.split_by_source(["a", "b", "c", "d"], {"c"})
     assert splits == {"train": ["a", "b", "d"], "val": ["c"]}
     with pytest.raises(ValueError, match="'x'"):
         convert.split_by_source(["a", "b"], {"x"})
     with pytest.raises(ValueError, match="'train' would be empty"):
         convert.split_by_source(["a"], {"a"})
-    q = convert.quadrant_windows(5, 4)
-    assert q == {"tl": (0, 0, 2, 2), "tr": (2, 0, 3, 2), "bl": (0, 2, 2, 2), "br": (2, 2, 3, 2)}
-    assert convert.windows_disjoint(list(q.values()))
-    assert sum(w * h for _, _, w, h in q.values()) == 20
-    assert not convert.windows_disjoint([(0, 0, 3, 3), (2, 2, 3, 3)])
 
 
 def test_real_splits_are_by_source():
     assert set(builders.TREE_VAL_SOURCES) < set(builders.TREE_SOURCE_IMAGES)
-    assert builders.NUCLEI_SPLIT == {"tl": "train", "tr": "train", "bl": "train", "br": "val"}
-    for val, all_ in ((builders.STREET_VAL, builders.STREET_FRAMES), (builders.VOC_VAL, builders.VOC_IMAGES)):
-        splits = convert.split_by_source(all_, set(val))
-        assert not set(splits["train"]) & set(splits["val"]) and len(splits["val"]) == 1
+    splits = convert.split_by_source(builders.STREET_FRAMES, set(builders.STREET_VAL))
+    assert not set(splits["train"]) & set(splits["val"]) and len(splits["val"]) == 1
+
+
+# ------------------------------------------------------------- tool layout = library layout --
+def test_tool_writes_the_layout_the_library_registers(tmp_path):
+    """The tool repeats the layout constants (to run without importing segdet): they must agree
+    with segdet/data/datasets/sample_layout.py, which registration reads."""
+    for name in ("PREPARE_COMMAND", "SPLITS", "IGNORE_LABEL"):
+        assert getattr(tool_layout, name) == getattr(sample_layout, name), name
+    assert tool_layout.DETECTION_COMPONENTS == {c: k for c, (_, k) in sample_layout.DETECTION_COMPONENTS.items()}
+    assert tool_layout.SEM_SEG_COMPONENTS == {c: k for c, (_, k) in sample_layout.SEM_SEG_COMPONENTS.items()}
+    assert set(builders.COMPONENT_SPECS) == set(tool_layout.ALL_COMPONENTS)
+    for comp in sample_layout.DETECTION_COMPONENTS.keys() | sample_layout.SEM_SEG_COMPONENTS.keys():
+        for split in sample_layout.SPLITS:
+            assert tool_layout.index_path(comp, split, str(tmp_path)) == sample_layout.index_path(comp, split, str(tmp_path))
+    np.testing.assert_array_equal(preview.label_colors(3), sample_layout.label_colors(3))
 
 
 # ------------------------------------------------------------- manifest / atomic build -------
@@ -171,9 +178,8 @@ def test_ensure_samples_idempotent_force_and_atomic(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------- registration ------------------
-DETECTION = {"segdet_trees": ["tree"], "segdet_voc_det": 20}
-SEM_SEG = {"segdet_street_sem_seg": ["background", "car", "truck"],
-           "segdet_nuclei_sem_seg": ["background", "nucleus"], "segdet_voc_sem_seg": 21}
+DETECTION = {"segdet_trees": ["tree"]}
+SEM_SEG = {"segdet_street_sem_seg": ["background", "car", "truck"]}
 
 
 def test_registered_metadata():
@@ -182,20 +188,19 @@ def test_registered_metadata():
             meta = MetadataCatalog.get(f"{prefix}_{split}")
             assert f"{prefix}_{split}" in DatasetCatalog.list() and meta.evaluator_type == "coco"
             n = len(meta.thing_classes)
-            assert (meta.thing_classes == classes) if isinstance(classes, list) else (n == classes)
+            assert meta.thing_classes == classes
             assert meta.thing_dataset_id_to_contiguous_id == {i + 1: i for i in range(n)}
     for prefix, classes in SEM_SEG.items():
         for split in ("train", "val"):
             meta = MetadataCatalog.get(f"{prefix}_{split}")
             assert meta.evaluator_type == "sem_seg" and meta.ignore_label == 255
             assert meta.reduce_zero_label is False
-            assert (meta.stuff_classes == classes) if isinstance(classes, list) else (len(meta.stuff_classes) == classes)
+            assert meta.stuff_classes == classes
             assert len(meta.stuff_colors) == len(meta.stuff_classes)
-    assert MetadataCatalog.get("segdet_voc_sem_seg_val").stuff_classes[15] == "person"
 
 
-@pytest.mark.parametrize("name", ["segdet_trees_train", "segdet_voc_det_val", "segdet_street_sem_seg_val",
-                                  "segdet_nuclei_sem_seg_train", "segdet_voc_sem_seg_train"])
+@pytest.mark.parametrize("name", ["segdet_trees_train", "segdet_trees_val", "segdet_street_sem_seg_train",
+                                  "segdet_street_sem_seg_val"])
 def test_loader_on_empty_root_raises_clear_error(tmp_path, monkeypatch, name):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     assert sample_root() == os.path.join(str(tmp_path), "segdet_samples")
@@ -208,17 +213,17 @@ def test_loader_on_empty_root_raises_clear_error(tmp_path, monkeypatch, name):
 
 def test_sem_seg_loader_reads_index_and_names_missing_label(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
-    folder = tmp_path / "segdet_samples" / "nuclei"
+    folder = tmp_path / "segdet_samples" / "street"
     (folder / "images" / "val").mkdir(parents=True)
     (folder / "labels" / "val").mkdir(parents=True)
     Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(folder / "images" / "val" / "a.png")
     rec = {"file_name": "images/val/a.png", "sem_seg_file_name": "labels/val/a.png", "height": 4, "width": 6,
            "image_id": "a"}
-    (folder / "val.json").write_text(json.dumps({"classes": ["background", "nucleus"], "records": [rec]}))
+    (folder / "val.json").write_text(json.dumps({"classes": ["background", "car", "truck"], "records": [rec]}))
     with pytest.raises(FileNotFoundError, match=r"labels/val/a\.png.*prepare_sample_data"):
-        DatasetCatalog.get("segdet_nuclei_sem_seg_val")
+        DatasetCatalog.get("segdet_street_sem_seg_val")
     Image.fromarray(np.ones((4, 6), np.uint8)).save(folder / "labels" / "val" / "a.png")
-    (d,) = DatasetCatalog.get("segdet_nuclei_sem_seg_val")
+    (d,) = DatasetCatalog.get("segdet_street_sem_seg_val")
     assert d == {**rec, "file_name": str(folder / "images" / "val" / "a.png"),
                  "sem_seg_file_name": str(folder / "labels" / "val" / "a.png")}
 
@@ -226,7 +231,8 @@ def test_sem_seg_loader_reads_index_and_names_missing_label(tmp_path, monkeypatc
 def test_cli_check_is_fast_and_imports_no_torch(tmp_path):
     code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('p', sys.argv[1]); "
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
-            "rc = m.main(['--check', '--datasets-dir', sys.argv[2]]); print('rc', rc, 'torch' in sys.modules)")
+            "rc = m.main(['--check', '--datasets-dir', sys.argv[2]]); "
+            "print('rc', rc, 'torch' in sys.modules or 'segdet' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, os.path.join(REPO, "tools", "prepare_sample_data.py"),
                           str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -242,17 +248,9 @@ def test_real_preparation_counts(tmp_path, monkeypatch):
     assert (t["train"]["images"], t["val"]["images"]) == (51, 12)  # 7x7 + 1 + 1 tiles, 4x3 tiles
     assert (t["train"]["source_boxes"], t["val"]["source_boxes"]) == (672, 279)  # 951 trees
     assert (t["train"]["boxes"], t["val"]["boxes"]) == (931, 414)
-    assert stats["nuclei"]["source_nuclei"] == 125
-    expect_classes = {
-        "street": (["background", "car", "truck"], ["background", "car", "truck"]),
-        "nuclei": (["background", "nucleus"], ["background", "nucleus"]),
-        "voc_sem_seg": (["background", "bus", "car", "chair", "person", "sofa"], ["background", "bottle", "person"]),
-        "voc_det": (["bus", "car", "chair", "person", "sofa"], ["bottle", "person"]),
-    }
-    images = {"street": (4, 1), "nuclei": (3, 1), "voc_sem_seg": (2, 1), "voc_det": (2, 1)}
-    for comp, (tr, va) in expect_classes.items():
-        assert (stats[comp]["train"]["classes"], stats[comp]["val"]["classes"]) == (tr, va), comp
-        assert (stats[comp]["train"]["images"], stats[comp]["val"]["images"]) == images[comp], comp
+    street = stats["street"]
+    assert street["train"]["classes"] == street["val"]["classes"] == ["background", "car", "truck"]
+    assert (street["train"]["images"], street["val"]["images"]) == (4, 1)
     assert (root / "pretrained" / "mobilenet_v2-b0353104.pth").stat().st_size == 14212972
 
     start = time.time()

@@ -166,7 +166,7 @@ def test_fused_adamw_on_cgrseg_gives_the_default_update():
     from detectron2.modeling import build_model
 
     from segdet.utils.config_io import load_config
-    from segdet.utils.testing import synthetic_batch
+    from segdet.utils.synthetic import synthetic_batch
 
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     cfg = load_config(os.path.join(repo, "projects/CGRSeg/configs/Samples/cgrseg_t_street.yaml"), ["MODEL.CGRSEG.NORM", "BN"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from segdet.engine.run_lock import LOCK_NAME, OutputDirInUseError, RunLock
-from segdet.utils.testing import train_net_main_with_synthetic_data
+from _tools import train_net_main_with_synthetic_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OPTS = [

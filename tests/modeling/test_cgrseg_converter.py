@@ -20,7 +20,7 @@ from segdet.modeling.cgrseg.convert import (
     map_official_key,
 )
 from segdet.utils.config_io import load_config
-from segdet.utils.testing import cgrseg_ade20k_config, load_tool
+from _tools import cgrseg_ade20k_config, load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "cgrseg_official_state_dict_shapes.json")

@@ -24,7 +24,7 @@ from segdet.modeling.fusion import (
     with_gelu,
 )
 from segdet.utils.config_io import load_config
-from segdet.utils.testing import cgrseg_ade20k_config
+from _tools import cgrseg_ade20k_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

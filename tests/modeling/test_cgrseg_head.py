@@ -13,7 +13,7 @@ from segdet.modeling.cgrseg.head import CGRSegHead
 from segdet.modeling.cgrseg.dpg import spatial_gather
 from segdet.modeling.sem_seg.losses import sem_seg_cross_entropy
 from segdet.utils.config_io import load_config
-from segdet.utils.testing import cgrseg_ade20k_config
+from _tools import cgrseg_ade20k_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

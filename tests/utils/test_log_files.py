@@ -3,7 +3,7 @@ import logging
 import os
 
 from segdet.utils.log_files import setup_loggers, strip_ansi
-from segdet.utils.testing import load_tool
+from _tools import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs/Samples/retinanet_mnv2_fpn_trees.yaml")

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from segdet.utils.testing import load_tool
+from _tools import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs/Samples/retinanet_mnv2_fpn_trees.yaml")

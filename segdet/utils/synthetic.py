@@ -1,9 +1,11 @@
-"""Small synthetic datasets and helpers for tests (no downloads).
+"""Synthetic data for tests and timing (no downloads): small datasets, a model's input batch,
+random teacher weights.
 
 Detection images are noise with a few solid rectangles (the boxes, one class "box");
 segmentation images are the same scenes with a label map (background / rectangle / disk).
 Both are learnable in a few dozen CPU iterations, so end-to-end tests can check that
-training improves the metric.
+training improves the metric. ``tools/benchmark.py`` times models on :func:`synthetic_batch`
+and builds distillation models on :func:`save_random_teacher_weights`.
 """
 import json
 import os
@@ -16,11 +18,8 @@ __all__ = [
     "make_synthetic_detection_dataset",
     "make_synthetic_sem_seg_dataset",
     "register_synthetic_datasets",
-    "train_net_main_with_synthetic_data",
     "synthetic_batch",
-    "load_tool",
     "save_random_teacher_weights",
-    "cgrseg_ade20k_config",
 ]
 
 SEM_SEG_CLASSES = ("background", "rectangle", "disk")
@@ -104,27 +103,6 @@ def register_synthetic_datasets(root: str, splits: Sequence[str] = ("train", "va
                 reduce_zero_label=False)
 
 
-def load_tool(name: str):
-    """Import ``tools/<name>.py`` of this checkout as a module (tools are scripts, not a package)."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                        "tools", f"{name}.py")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no tool script at {path} (segdet must be used from its checkout)")
-    spec = importlib.util.spec_from_file_location(f"segdet_tool_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def train_net_main_with_synthetic_data(args, root: str):
-    """``tools/train_net.py``'s ``main(args)`` after registering the synthetic datasets (usable
-    as the function that detectron2's ``launch`` runs in every process)."""
-    register_synthetic_datasets(root)
-    return load_tool("train_net").main(args)
-
-
 def save_random_teacher_weights(cfg, path: str, extra_opts: Sequence[str] = ()) -> List[str]:
     """Build the teacher of a distillation config (its ``DISTILL.TEACHER.OPTS`` plus
     ``extra_opts``) with random weights and save them to ``path``, so the distillation model can
@@ -166,11 +144,3 @@ def synthetic_batch(cfg, height: int = 128, width: int = 160, n: int = 2, seed: 
             item["instances"] = inst
         batch.append(item)
     return batch
-
-
-def cgrseg_ade20k_config(variant: str) -> str:
-    """Path of the ADE20K config of CGRSeg ``variant`` ("T", "B", "L") or of CGRSeg + SSA
-    ("B-SSA", "L-SSA"), in the method's project folder."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    project = "SSA" if variant.endswith("-SSA") else "CGRSeg"
-    return os.path.join(root, "projects", project, "configs", "ADE20K", f"CGRSeg-{variant}.yaml")
