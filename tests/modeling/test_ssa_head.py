@@ -20,6 +20,7 @@ from segdet.engine import build_optimizer
 from segdet.modeling.cgrseg.head import CGRSegHead
 from segdet.modeling.sem_seg.losses import sem_seg_cross_entropy
 from segdet.modeling.ssa.classifier import TEACHER_MODULES
+from segdet.modeling.ssa.criterion import SSACriterion
 from segdet.modeling.ssa.heads import (
     CGRSegSSAHead,
     SemSegFPNSSAHead,
@@ -46,9 +47,9 @@ def _count(module: nn.Module, teacher=None) -> int:
 
 def _head(dropout=0.0, with_teacher=True, avg_non_ignore=True, **weights) -> CGRSegSSAHead:
     """A tiny CGRSeg+SSA head: C=16, K=3, inputs (8, 16, 24) channels at strides 8/16/32."""
-    ssa_args = {"with_teacher": with_teacher, "avg_non_ignore": avg_non_ignore, "loss_weights": weights}
+    criterion = SSACriterion(weights=weights, avg_non_ignore=avg_non_ignore)
     return CGRSegSSAHead(SHAPES, num_classes=3, channels=16, next_repeat=1, dw_size=3, neck_size=3,
-                         dropout=dropout, norm="BN", ssa_args=ssa_args)
+                         dropout=dropout, norm="BN", criterion=criterion, with_teacher=with_teacher)
 
 
 def _feats(b=2, size=128, seed=0):
@@ -68,7 +69,7 @@ def _labels(b=2, size=128, seed=0, k=3):
 def test_parameter_counts_match_the_official_ssa_models(variant, inference, official):
     model = build_model(load_config(cgrseg_ade20k_config(f"{variant}-SSA"), ["MODEL.DEVICE", "cpu"]))
     head = model.sem_seg_head
-    assert isinstance(head, CGRSegSSAHead) and head.lgc is None and head.with_teacher
+    assert isinstance(head, CGRSegSSAHead) and head.decoder.lgc is None and head.with_teacher
     assert _count(model) == inference + 262_656  # spec B.7: 19.549 / 36.112 M with the teacher
     assert _count(model, teacher=True) == 262_656  # 2 * (512*128 + 128*256 + 256) + 256*256
     deploy = build_model(load_config(cgrseg_ade20k_config(f"{variant}-SSA"),
@@ -86,7 +87,7 @@ def test_feature_coarse_mask_and_inference_output():
     head = _head().eval()
     feats = _feats()
     with torch.no_grad():
-        feat = head.linear_fuse(head.decode_features(feats))
+        feat = head.linear_fuse(head.decoder.decode_features(feats))
         expected = head.ssa(feat, head.conv_seg(feat), head.conv_seg.weight)["logits"]
         logits = head.layers(feats)
         full, extra = head(feats)
@@ -96,8 +97,7 @@ def test_feature_coarse_mask_and_inference_output():
     torch.testing.assert_close(full, F.interpolate(logits, size=(128, 128), mode="bilinear", align_corners=False))
     # cosine x 15 logits
     assert logits.abs().max() <= 15.0 + 1e-4
-    with pytest.raises(NotImplementedError):
-        head.classify(feat)
+    assert head.classifier is head.conv_seg is head.decoder.conv_seg
 
 
 @pytest.mark.parametrize("avg_non_ignore", [True, False])
@@ -108,7 +108,7 @@ def test_training_returns_the_eight_weighted_terms(avg_non_ignore):
     assert none is None and set(losses) == ALL_NAMES and len(losses) == 8
     assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
     # recompute from the parts (dropout 0, so the coarse mask is conv_seg(feat))
-    feat = head.linear_fuse(head.decode_features(feats))
+    feat = head.linear_fuse(head.decoder.decode_features(feats))
     coarse = head.conv_seg(feat)
     out = head.ssa(feat, coarse, head.conv_seg.weight)
     teacher = head.ssa.teacher_forward(feat, out["pos_feat"], head.conv_seg.weight, gt)
@@ -139,9 +139,11 @@ def test_weights_and_settings_read_from_the_config():
     dpg_on = load_config(cgrseg_ade20k_config("B-SSA"), ["MODEL.CGRSEG.USE_DPG", "True"])
     with pytest.raises(ValueError, match="USE_DPG"):
         CGRSegSSAHead.from_config(dpg_on, args["input_shape"])
-    ssa = args["ssa_args"]
-    assert ssa["loss_weights"]["spatial_kd"] == 2.0 and ssa["loss_weights"]["semantic_kd"] == 10.0
-    assert ssa["avg_non_ignore"] is False and ssa["temperature"] == 10.0 and ssa["with_teacher"] is True
+    criterion = args["criterion"]
+    assert isinstance(criterion, SSACriterion) and "loss_weight" not in args and "avg_non_ignore" not in args
+    assert criterion.weights["spatial_kd"] == 2.0 and criterion.weights["semantic_kd"] == 10.0
+    assert criterion.avg_non_ignore is False and criterion.ignore_index == 255
+    assert args["temperature"] == 10.0 and args["with_teacher"] is True
     cfg.defrost()
     cfg.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 2.0
     with pytest.raises(ValueError, match="LOSS_WEIGHT"):
