@@ -249,6 +249,8 @@ def _add_distill_config(cfg: CN) -> None:
     cfg.DISTILL.DRKD.GLORE_NORMALIZE = False
     # Teacher-side GloRe / relation modules not trained (ablation; official: trained).
     cfg.DISTILL.DRKD.FREEZE_TEACHER_SIDE = False
+    # The drop-ins of segdet/distill/drkd/fast.py (same values and gradients, fewer multiply-adds).
+    cfg.DISTILL.DRKD.FAST = False
 
     # DSD (pixel-wise + category-wise similarity distillation for segmentors).
     # Losses "PSD" and "CSD" in DISTILL.LOSSES. No parameters.

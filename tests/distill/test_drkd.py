@@ -16,11 +16,11 @@ from segdet.distill.losses import DISTILL_LOSS_REGISTRY
 from segdet.distill.drkd.loss import DRKD, DRKDLoss
 from segdet.distill.drkd.functional import (
     batch_normalized_l2,
-    conv1x1,
     filter_seed,
     random_fc_filter,
     roi_align_per_image,
 )
+from segdet.distill.drkd.fast import BmmConv1x1, FastGloReUnit, conv1x1
 from segdet.distill.drkd.glore import GloReUnit
 from segdet.distill.drkd.relation import InstanceRelation
 from segdet.utils.config_io import load_config
@@ -103,7 +103,7 @@ def test_glore_param_counts_and_shapes():
     assert torch.allclose(g(one), one + torch.arange(5.0).view(1, 5, 1, 1), atol=1e-6)
 
 
-# (C, N, H, W) of a batch of 2 for each association GloReUnit.plan can pick
+# (C, N, H, W) of a batch of 2 for each association FastGloReUnit.plan can pick
 GLORE_PLANS = {
     (3, 2, 1, 1): ("state_map", "state_map"),
     (3, 2, 1, 2): ("node_sums", "premultiplied"),
@@ -116,12 +116,14 @@ GLORE_PLANS = {
 
 @pytest.mark.parametrize("shape", list(GLORE_PLANS))
 @pytest.mark.parametrize("normalize", [False, True])
-def test_glore_matches_explicit_formula(shape, normalize):
-    """Every association of the matrix products gives the module-by-module formula, its gradients
-    and BN running statistics."""
+@pytest.mark.parametrize("unit", [GloReUnit, FastGloReUnit])
+def test_glore_matches_explicit_formula(shape, normalize, unit):
+    """The reference unit and every association of the fast unit's matrix products give the
+    module-by-module formula, its gradients and BN running statistics (float64)."""
     c, n, h, w = shape
-    g = GloReUnit(c, n, normalize=normalize)
-    assert tuple(g.plan(2, h * w).values()) == GLORE_PLANS[shape]
+    g = unit(c, n, normalize=normalize)
+    if unit is FastGloReUnit:
+        assert tuple(g.plan(2, h * w).values()) == GLORE_PLANS[shape]
     with torch.no_grad():
         g.bn.weight.uniform_(0.5, 1.5), g.bn.bias.uniform_(-1, 1)
     x = (torch.randn(2, c, h, w, dtype=torch.float64) + 0.5).requires_grad_()
@@ -202,6 +204,9 @@ def test_stacked_images_equal_one_call_per_image(relation_filter):
 def test_conv1x1_is_the_1x1_convolution():
     x = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
     conv = nn.Conv2d(5, 7, 1).double()
+    fast = BmmConv1x1(5, 7).double()
+    fast.load_state_dict(conv.state_dict())
+    torch.testing.assert_close(fast(x), conv(x))
     torch.testing.assert_close(conv1x1(x, conv.weight, conv.bias), conv(x))
     torch.testing.assert_close(conv1x1(x, conv.weight), conv(x) - conv.bias.view(1, -1, 1, 1))
     assert torch.autograd.gradcheck(lambda t: conv1x1(t, conv.weight, conv.bias), (x,))
@@ -435,6 +440,45 @@ def test_gradcheck_pixel_instance_fore(relation_filter):
         return out["drkd_pixel"], out["drkd_inst"], out["drkd_fore"]
 
     assert torch.autograd.gradcheck(fn, (s["p2"], s["p3"]), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("relation_filter", ["learned", "random_fc"])
+def test_fast_option_equals_the_reference(relation_filter):
+    """DISTILL.DRKD.FAST: the same state dict gives the reference's three terms and every
+    gradient (float64), on maps where the fast GloRe units take different product orders."""
+    torch.manual_seed(0)
+    ref = _tiny(relation_filter=relation_filter, mids=(4, 4), cs=8, ct=8).double()
+    fast = _tiny(relation_filter=relation_filter, mids=(4, 4), cs=8, ct=8, fast=True).double()
+    assert not ref.fast and fast.fast and set(ref.state_dict()) == set(fast.state_dict())
+    fast.load_state_dict(ref.state_dict())
+    assert isinstance(fast.student_glore["p2"], FastGloReUnit) and type(ref.student_glore["p2"]) is GloReUnit
+    assert [tuple(fast.student_glore[l].plan(2, (IMG // STRIDES[l]) ** 2).values()) for l in ("p2", "p3")] \
+        == [("node_sums", "premultiplied"), ("state_map", "premultiplied")]
+    t = _feats(channels=8, dtype=torch.float64)
+    s = _feats(channels=8, dtype=torch.float64, grad=True)
+    outs, grads = [], []
+    for m in (ref, fast):
+        with EventStorage(3):
+            out = _call(m, s, t, BOXES2)
+        total = sum(out.values())
+        grads.append(torch.autograd.grad(total, [s["p2"], s["p3"], *m.parameters()], allow_unused=True))
+        outs.append(out)
+    assert set(outs[0]) == {"drkd_pixel", "drkd_inst", "drkd_fore"}
+    for key in outs[0]:
+        torch.testing.assert_close(outs[1][key], outs[0][key], rtol=1e-10, atol=1e-12)
+    for got, want in zip(grads[1], grads[0]):
+        assert (got is None) == (want is None)
+        if want is not None:
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_fast_option_from_config():
+    cfg = get_segdet_cfg()
+    assert cfg.DISTILL.DRKD.FAST is False
+    assert not DISTILL_LOSS_REGISTRY.get("DRKD")(cfg, _Detector(), _Detector()).fast
+    cfg.DISTILL.DRKD.FAST = True
+    loss = DISTILL_LOSS_REGISTRY.get("DRKD")(cfg, _Detector(), _Detector())
+    assert loss.fast and isinstance(loss.pixel_adapters["p2"], BmmConv1x1)
 
 
 def test_bad_inputs_are_clear_errors():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from segdet.distill.drkd.lean_ops import inner_products, l2_norm
+from segdet.distill.drkd.fast import inner_products, l2_norm
 
 
 def test_inner_products_on_a_hand_case():

@@ -7,9 +7,6 @@ formed: the cost is linear in H·W.
 import torch
 from torch import nn
 
-from .functional import conv1x1
-from .lean_ops import inner_products
-
 __all__ = ["GloReUnit"]
 
 
@@ -24,9 +21,9 @@ class GloReUnit(nn.Module):
 
     Parameters for C=256: 103,168 (num_mid 64) and 656,896 (num_mid 256).
 
-    The matrix products are associated for the fewest multiply-adds at the given H·W and batch
-    size (:meth:`plan`): on large maps through the (C,N) node sums F·Pᵀ and the (C,N) matrix
-    W_e·Z, on small maps through the (S,HW) state maps; every order computes the same function.
+    The forward is the GloRe paper's, product by product in the natural order;
+    :class:`segdet.distill.drkd.fast.FastGloReUnit` computes the same function with fewer
+    multiply-adds (``DISTILL.DRKD.FAST``).
 
     Args:
         in_channels: C, the channels of the input feature map.
@@ -63,59 +60,18 @@ class GloReUnit(nn.Module):
             (B, C, H, W).
         """
         b, c, h, w = x.shape
-        plan = self.plan(b, h * w)
-        proj = conv1x1(x, self.conv_proj.weight, self.conv_proj.bias).flatten(2)    # (B, N, HW)
-        relu_hidden = torch.relu(self._hidden(x, proj, plan["left"]))               # (B, S, N)
-        w_state, w_extend = self.gcn_state.weight[:, :, 0], self.conv_extend.weight[:, :, 0, 0]
-        if plan["right"] == "state_map":
-            state = torch.matmul(w_state, torch.bmm(relu_hidden, proj))             # (B, S, HW)
-            y = torch.matmul(w_extend, state)
-        else:
-            if plan["right"] == "premultiplied":
-                extend = torch.matmul(w_extend @ w_state, relu_hidden)              # (B, C, N)
-            else:
-                extend = torch.matmul(w_extend, torch.matmul(w_state, relu_hidden))
-            y = torch.bmm(extend, proj)                                             # (B, C, HW)
-        return x + self._batch_norm(y.view(b, c, h, w))
-
-    def plan(self, batch: int, hw: int) -> dict:
-        """The association of the matrix products with the fewest multiply-adds for ``batch``
-        maps of ``hw`` pixels (C, S, N as in the class docstring), per map:
-
-          * "left", the node features X·(I + A_g)ᵀ: "node_sums" forms F·Pᵀ and multiplies on
-            the (C,N) side (C·N·HW + C·N² + S·C·N), "state_map" forms V and multiplies on the
-            (S,HW) side (HW·(S·C + N² + S·N));
-          * "right", W_e·W_s·ReLU(H)·P: through the (C,N) matrix E = W_e·W_s·ReLU(H), with W_e·W_s
-            formed once per batch ("premultiplied": C·S²/B + C·S·N) or not ("chained":
-            S²·N + C·S·N), then E·P (C·N·HW); or through the (S,HW) state map ("state_map":
-            HW·(S·N + S² + C·S)).
-        """
-        c, s, n = self.conv_extend.out_channels, self.num_state, self.num_node
-        left = {"node_sums": batch * (c * n * hw + c * n * n + s * c * n),
-                "state_map": batch * hw * (s * c + n * n + s * n)}
-        right = {"premultiplied": c * s * s + batch * (c * s * n + c * n * hw),
-                 "chained": batch * (s * s * n + c * s * n + c * n * hw),
-                 "state_map": batch * hw * (s * n + s * s + c * s)}
-        return {"left": min(left, key=left.get), "right": min(right, key=right.get)}
+        state = self.conv_state(x).flatten(2)                                   # V (B, S, HW)
+        proj = self.conv_proj(x).flatten(2)                                     # P (B, N, HW)
+        nodes = torch.bmm(state, proj.transpose(1, 2))                          # X = V·Pᵀ (B, S, N)
+        if self.normalize:
+            nodes = nodes / (h * w)
+        # graph convolution: node-wise A_g (Conv1d over the node axis) with a residual, then W_s
+        hidden = nodes + self.gcn_node(nodes.transpose(1, 2)).transpose(1, 2)   # (B, S, N)
+        reasoned = self.gcn_state(torch.relu(hidden))                           # Z (B, S, N)
+        pixels = torch.bmm(reasoned, proj).view(b, self.num_state, h, w)        # Z·P (B, S, H, W)
+        return x + self._batch_norm(self.conv_extend(pixels))
 
     # ------------------------------------------------------------------ helpers
-    def _hidden(self, x: torch.Tensor, proj: torch.Tensor, order: str) -> torch.Tensor:
-        """H = X·(I + A_g)ᵀ + 1·b_gᵀ (B, S, N), X = V·Pᵀ (divided by HW if ``normalize``)."""
-        hw = proj.shape[2]
-        adjacency = self.gcn_node.weight[:, :, 0]
-        propagate = adjacency + torch.eye(self.num_node, dtype=adjacency.dtype, device=adjacency.device)
-        if order == "node_sums":
-            # V·Pᵀ = W_v·(F·Pᵀ) + b_v·(P·1)ᵀ
-            sums = inner_products(x.flatten(2), proj)                                 # (B, C, N)
-            nodes = torch.matmul(self.conv_state.weight[:, :, 0, 0], sums @ propagate.t()) \
-                + self.conv_state.bias.view(1, -1, 1) * (proj.sum(dim=2) @ propagate.t()).unsqueeze(1)
-        else:
-            state = conv1x1(x, self.conv_state.weight, self.conv_state.bias).flatten(2)  # (B, S, HW)
-            nodes = inner_products(state, torch.matmul(propagate, proj))
-        if self.normalize:
-            nodes = nodes / hw
-        return nodes + self.gcn_node.bias.view(1, 1, -1)
-
     def _batch_norm(self, y: torch.Tensor) -> torch.Tensor:
         if self.training and y.numel() == y.shape[1]:
             # one value per channel (e.g. P7 of a small image, one image per device): torch's BN

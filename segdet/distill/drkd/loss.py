@@ -39,13 +39,13 @@ from .functional import (
     NORMALIZATIONS,
     REF_ROI_SIZE,
     batch_normalized_l2,
-    conv1x1,
     filter_seed,
     per_image_l2,
     reference_level_size,
     roi_align_stacked,
     size_factor,
 )
+from . import fast as fast_ops
 from .glore import GloReUnit
 from ..losses.registry import DISTILL_LOSS_REGISTRY
 from .relation import RELATION_FILTERS, InstanceRelation
@@ -116,6 +116,7 @@ class DRKD(DistillLoss):
         normalization: str = "official",
         ref_input_size: Sequence[int] = (800, 1216),
         ref_channels: int = 256,
+        fast: bool = False,
     ):
         """
         Args:
@@ -136,6 +137,8 @@ class DRKD(DistillLoss):
             normalization: "official" or "scale_aware" (see the module docstring).
             ref_input_size / ref_channels: the reference shape of "scale_aware", with
                 ``ref_images_per_device``: padded input (H, W) and FPN channels.
+            fast: the drop-ins of :mod:`segdet.distill.drkd.fast` (same parameters, values and
+                gradients) for the GloRe units, the pixel adapters and the L2 norms.
         """
         super().__init__()
         levels, inst_levels = list(levels), list(inst_levels)
@@ -183,9 +186,13 @@ class DRKD(DistillLoss):
         glore = dict(zero_init_bn=glore_zero_init_bn, normalize=glore_normalize)
         mids = dict(zip(levels, glore_mid))
         cs, ct = student_channels, teacher_channels
-        self.student_glore = nn.ModuleDict({l: GloReUnit(cs[l], mids[l], **glore) for l in self.levels})
-        self.teacher_glore = nn.ModuleDict({l: GloReUnit(ct[l], mids[l], **glore) for l in self.levels})
-        self.pixel_adapters = nn.ModuleDict({l: nn.Conv2d(cs[l], ct[l], 1) for l in self.levels})
+        self.fast = bool(fast)
+        unit = fast_ops.FastGloReUnit if fast else GloReUnit
+        conv = fast_ops.BmmConv1x1 if fast else (lambda c_in, c_out: nn.Conv2d(c_in, c_out, 1))
+        self.l2_norm = fast_ops.l2_norm if fast else torch.linalg.vector_norm
+        self.student_glore = nn.ModuleDict({l: unit(cs[l], mids[l], **glore) for l in self.levels})
+        self.teacher_glore = nn.ModuleDict({l: unit(ct[l], mids[l], **glore) for l in self.levels})
+        self.pixel_adapters = nn.ModuleDict({l: conv(cs[l], ct[l]) for l in self.levels})
 
         k2 = self.roi_size ** 2
         inst = self.inst_levels if w_inst > 0 else []
@@ -240,6 +247,7 @@ class DRKD(DistillLoss):
             "normalization": c.NORMALIZATION,
             "ref_input_size": c.REF_INPUT_SIZE,
             "ref_channels": c.REF_CHANNELS,
+            "fast": c.FAST,
         }
 
     # ------------------------------------------------------------------ forward
@@ -271,10 +279,9 @@ class DRKD(DistillLoss):
         """Σ_l c_l·sqrt(r·Σ_b ‖A_l(G^s_l(s_l))_b − G^t_l(t_l)_b‖²) (unweighted)."""
         total = 0.0
         for level in self.levels:
-            adapter = self.pixel_adapters[level]
-            student = conv1x1(self.student_glore[level](s[level]), adapter.weight, adapter.bias)
+            student = self.pixel_adapters[level](self.student_glore[level](s[level]))
             teacher = self.teacher_glore[level](t[level].detach())
-            term = batch_normalized_l2(student - teacher, self.ref_images)
+            term = batch_normalized_l2(student - teacher, self.ref_images, self.l2_norm)
             if self.normalization == "scale_aware":
                 term = term * self.pixel_size_factor(level, teacher.shape)
             total = total + term
@@ -332,11 +339,13 @@ class DRKD(DistillLoss):
         if self.normalization == "official":   # the official sums, unchanged
             inst_scales = fore_scales = None
         if len(self.student_relation):
-            inst = (per_image_l2(inst_diffs, num_images, self.ref_images, inst_scales) if inst_diffs else
+            inst = (per_image_l2(inst_diffs, num_images, self.ref_images, inst_scales, self.l2_norm)
+                    if inst_diffs else
                     self._zero_touching(like, self.student_relation, self.teacher_relation,
                                         self.relation_adapters))
         if len(self.fore_adapters):
-            fore = (per_image_l2(fore_diffs, num_images, self.ref_images, fore_scales) if fore_diffs else
+            fore = (per_image_l2(fore_diffs, num_images, self.ref_images, fore_scales, self.l2_norm)
+                    if fore_diffs else
                     self._zero_touching(like, self.fore_adapters))
         return inst, fore
 
