@@ -3,6 +3,18 @@
 ``add_segdet_config(cfg)`` only *adds* keys (with defaults) to a Detectron2 ``CfgNode``; call it
 after ``get_cfg()`` and before ``merge_from_file`` (yacs rejects unknown keys). Each area of the
 toolbox owns one ``_add_*`` function below.
+
+Names follow detectron2 (and its DeepLab project) where a key exists there: ``INPUT.CROP.*``,
+``INPUT.CROP.SINGLE_CATEGORY_MAX_AREA``, ``SOLVER.POLY_LR_POWER`` / ``POLY_LR_CONSTANT_ENDING``
+and the ``"WarmupPolyLR"`` schedule behave as they do there. Renamed and removed keys are refused
+with their new name (:mod:`segdet.utils.config_renames`). README.md "Config keys" tables every
+key below with its default (``tools/config_keys_table.py`` writes it).
+
+Loss weights have one style: each loss's terms are weighted by keys inside that method's own node
+(``MODEL.SSA.LOSS_WEIGHTS.*``, ``DISTILL.DRKD.W_*``, ``DISTILL.DSD.W_*``; a 0 weight skips a
+term). ``DISTILL.LOSS_WEIGHTS`` is not a fourth weight style but an optional per-loss multiplier
+on top of them (one factor per entry of ``DISTILL.LOSSES``, as ``tools/kd_compare.py`` uses to
+scale a whole loss without editing its terms).
 """
 from detectron2.config import CfgNode as CN
 
@@ -10,8 +22,9 @@ __all__ = ["add_segdet_config", "get_segdet_cfg"]
 
 
 def add_segdet_config(cfg: CN) -> CN:
-    """Add every segdet key to ``cfg`` in place (idempotent) and return it."""
-    if getattr(cfg, "SEGDET_CONFIG_ADDED", False):
+    """Add every segdet key to ``cfg`` in place (idempotent: a ``cfg`` that already has
+    ``MODEL.CGRSEG`` is returned as it is) and return it."""
+    if "CGRSEG" in cfg.MODEL:
         return cfg
     _add_input_config(cfg)
     _add_solver_config(cfg)
@@ -22,7 +35,6 @@ def add_segdet_config(cfg: CN) -> CN:
     _add_ssa_config(cfg)
     _add_distill_config(cfg)
     _add_checkpoint_config(cfg)
-    cfg.SEGDET_CONFIG_ADDED = True
     return cfg
 
 
@@ -37,21 +49,25 @@ def _add_input_config(cfg: CN) -> None:
     # Which dataset mapper the trainer uses: "default" (detectron2's DatasetMapper, detection)
     # or "sem_seg" (segdet's semantic-segmentation mapper with the mmseg-style pipeline).
     cfg.INPUT.DATASET_MAPPER_NAME = "default"
+    # The sem_seg mapper's random crop is detectron2's INPUT.CROP (ENABLED, TYPE, SIZE; mmseg's
+    # recipe: ENABLED True, TYPE "absolute", SIZE (512, 512) as (h, w)), retried (up to 10
+    # times) while one class covers SINGLE_CATEGORY_MAX_AREA or more of the crop's valid pixels
+    # (DeepLab's key and default; mmseg's cat_max_ratio, 0.75 in its ADE20K recipe). 1.0
+    # disables the check.
+    if "SINGLE_CATEGORY_MAX_AREA" not in cfg.INPUT.CROP:  # add_deeplab_config may have added it
+        cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     # Semantic-segmentation training pipeline (mmseg's ADE20K recipe by default).
     cfg.INPUT.SEM_SEG = CN()
-    # Reference scale (long, short) that RATIO_RANGE multiplies; keep-ratio resize.
-    cfg.INPUT.SEM_SEG.SCALE = (2048, 512)
-    cfg.INPUT.SEM_SEG.RATIO_RANGE = (0.5, 2.0)
-    # Random crop (h, w); a crop is retried (up to 10 times) while one class covers more
-    # than CAT_MAX_RATIO of its valid pixels. 1.0 disables the check.
-    cfg.INPUT.SEM_SEG.CROP_SIZE = (512, 512)
-    cfg.INPUT.SEM_SEG.CAT_MAX_RATIO = 0.75
+    # mmseg's keep-ratio resize: into (long, short) = RESIZE_SCALE * r, r ~ U[RESIZE_RATIO_RANGE]
+    # (before the crop).
+    cfg.INPUT.SEM_SEG.RESIZE_SCALE = (2048, 512)
+    cfg.INPUT.SEM_SEG.RESIZE_RATIO_RANGE = (0.5, 2.0)
     cfg.INPUT.SEM_SEG.FLIP_PROB = 0.5
     # mmseg PhotoMetricDistortion (brightness ±32, contrast/saturation [0.5,1.5], hue ±18).
     cfg.INPUT.SEM_SEG.PHOTOMETRIC_DISTORTION = True
-    # Test-time resize: keep-ratio into TEST_SCALE (long, short), then the segmentor pads
+    # Test-time resize: keep-ratio into TEST_RESIZE_SCALE (long, short), then the segmentor pads
     # to its size divisibility.
-    cfg.INPUT.SEM_SEG.TEST_SCALE = (2048, 512)
+    cfg.INPUT.SEM_SEG.TEST_RESIZE_SCALE = (2048, 512)
 
 
 def _add_solver_config(cfg: CN) -> None:
@@ -67,10 +83,15 @@ def _add_solver_config(cfg: CN) -> None:
     # parameter name, so a backbone module called "talking_head" is never caught by accident.
     cfg.SOLVER.HEAD_LR_MULTIPLIER = 1.0
     cfg.SOLVER.HEAD_PREFIXES = ("sem_seg_head.",)
-    # Poly schedule used when SOLVER.LR_SCHEDULER_NAME == "WarmupPolyLR":
-    # lr = base * (1 - t / MAX_ITER) ** POWER, floored at base * POLY_LR_END_FACTOR.
-    cfg.SOLVER.POLY_LR_POWER = 0.9
-    cfg.SOLVER.POLY_LR_END_FACTOR = 0.0
+    # Poly schedule used when SOLVER.LR_SCHEDULER_NAME == "WarmupPolyLR", DeepLab's keys and
+    # schedule (segdet/engine/lr_scheduler.py): lr = base * warmup(t) * (1 - t / MAX_ITER) ** POWER,
+    # and once warm-up is over never below base * POLY_LR_CONSTANT_ENDING (a floor; mmcv's
+    # min_lr instead rescales the curve to end at it: the same when 0). Set only if absent
+    # (add_deeplab_config adds the same keys).
+    if "POLY_LR_POWER" not in cfg.SOLVER:
+        cfg.SOLVER.POLY_LR_POWER = 0.9
+    if "POLY_LR_CONSTANT_ENDING" not in cfg.SOLVER:
+        cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
     # Passed to DistributedDataParallel (needed only by models that skip parameters in a step).
     cfg.SOLVER.DDP_FIND_UNUSED_PARAMETERS = False
 
@@ -138,7 +159,6 @@ def _add_ssa_config(cfg: CN) -> None:
     # Semantic-and-spatial adaptive classifier wrapped around a base head.
     # Modules: segdet/modeling/ssa/ (classifier.py: SSAClassifier, losses.py: its loss terms).
     cfg.MODEL.SSA = CN()
-    cfg.MODEL.SSA.ENABLED = False
     # SSA heads (SEM_SEG_HEAD.NAME "CGRSegSSAHead" / "SemSegFPNSSAHead", ssa/heads.py): build the
     # GT-guided teacher branch (gt_center_* modules, training only). False for inference / deploy
     # configs: the teacher's parameters are then absent from the model and its state dict (any
@@ -190,7 +210,9 @@ def _add_distill_config(cfg: CN) -> None:
     cfg.DISTILL.STUDENT_META_ARCHITECTURE = "GeneralizedRCNN"
     # Evaluate the teacher too when running evaluation (sanity check of its weights).
     cfg.DISTILL.EVAL_TEACHER = False
-    # Losses: names in DISTILL_LOSS_REGISTRY, with per-loss weights and warm-up iterations.
+    # Losses: names in DISTILL_LOSS_REGISTRY, and warm-up iterations. Each loss weights its own
+    # terms (DISTILL.DRKD.W_*, DISTILL.DSD.W_*); LOSS_WEIGHTS, if given, is one extra multiplier
+    # per entry of LOSSES applied on top of those (() = 1 for every loss).
     cfg.DISTILL.LOSSES = ()
     cfg.DISTILL.LOSS_WEIGHTS = ()
     cfg.DISTILL.WARMUP_ITERS = 0

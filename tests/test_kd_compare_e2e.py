@@ -36,10 +36,11 @@ DATASETS:
   TRAIN: ("synthetic_sem_seg_train",)
   TEST: ("synthetic_sem_seg_val",)
 INPUT:
+  CROP:
+    SIZE: (64, 64)
   SEM_SEG:
-    SCALE: (128, 96)
-    CROP_SIZE: (64, 64)
-    TEST_SCALE: (128, 96)
+    RESIZE_SCALE: (128, 96)
+    TEST_RESIZE_SCALE: (128, 96)
 SOLVER:
   IMS_PER_BATCH: 2
   WARMUP_ITERS: 1

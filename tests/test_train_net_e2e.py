@@ -109,8 +109,8 @@ def test_semantic_segmentation_train_and_eval(tmp_path, monkeypatch):
         eval_only=False, eval_teacher=False, num_gpus=1, num_machines=1, machine_rank=0, dist_url="auto",
         opts=["MODEL.MOBILENET_V2.WEIGHTS", "", "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "3",
               "DATASETS.TRAIN", "('synthetic_sem_seg_train',)", "DATASETS.TEST", "('synthetic_sem_seg_val',)",
-              "INPUT.SEM_SEG.SCALE", "(128, 96)", "INPUT.SEM_SEG.CROP_SIZE", "(64, 64)",
-              "INPUT.SEM_SEG.TEST_SCALE", "(128, 96)", "SOLVER.IMS_PER_BATCH", "2",
+              "INPUT.SEM_SEG.RESIZE_SCALE", "(128, 96)", "INPUT.CROP.SIZE", "(64, 64)",
+              "INPUT.SEM_SEG.TEST_RESIZE_SCALE", "(128, 96)", "SOLVER.IMS_PER_BATCH", "2",
               "DATALOADER.NUM_WORKERS", "0", "TEST.VIS_NUM_IMAGES", "1"])
     results = train_net_main_with_synthetic_data(args, str(tmp_path / "data"))
     metrics = results["sem_seg"]

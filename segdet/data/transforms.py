@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from detectron2.data.transforms import Augmentation, CropTransform, Transform
+from detectron2.data.transforms import Augmentation, CropTransform, RandomCrop, Transform
 
 __all__ = [
     "keep_ratio_size",
@@ -98,11 +98,11 @@ class ResizeByRatio(Augmentation):
                  ratio_range: Optional[Sequence[float]] = (0.5, 2.0)):
         super().__init__()
         if len(scale) != 2 or min(scale) <= 0:
-            raise ValueError(f"INPUT.SEM_SEG.SCALE must be (long, short) > 0, got {tuple(scale)}")
+            raise ValueError(f"INPUT.SEM_SEG.RESIZE_SCALE must be (long, short) > 0, got {tuple(scale)}")
         if ratio_range is not None:
             if len(ratio_range) != 2 or not 0 < ratio_range[0] <= ratio_range[1]:
                 raise ValueError(
-                    f"INPUT.SEM_SEG.RATIO_RANGE must be (low, high) with 0 < low <= high, got "
+                    f"INPUT.SEM_SEG.RESIZE_RATIO_RANGE must be (low, high) with 0 < low <= high, got "
                     f"{tuple(ratio_range)}"
                 )
             ratio_range = tuple(float(r) for r in ratio_range)
@@ -143,29 +143,41 @@ def max_class_ratio(sem_seg: np.ndarray, ignore_label: int) -> float:
 class RandomCropCatMax(Augmentation):
     """Random ``crop_size = (h, w)`` crop (clipped to the image) whose largest class covers
     less than ``cat_max_ratio`` of its non-ignored pixels, found in up to ``max_tries``
-    uniformly drawn windows (mmseg ``RandomCrop``: the accepted crop holds at least two classes).
+    uniformly drawn windows (mmseg ``RandomCrop``: the accepted crop holds at least two classes;
+    detectron2's ``INPUT.CROP.SINGLE_CATEGORY_MAX_AREA``). ``crop_type`` is one of detectron2's
+    ``INPUT.CROP.TYPE`` values; with any but ``"absolute"`` the window size comes from
+    ``T.RandomCrop(crop_type, crop_size).get_crop_size``.
 
     If no drawn window passes, the one with the smallest largest-class ratio is used (mmseg
     instead takes an 11th, never checked, window). ``cat_max_ratio >= 1`` disables the check.
     Call it on ``AugInput(image, sem_seg=label)``.
     """
 
-    def __init__(self, crop_size: Sequence[int], cat_max_ratio: float = 0.75,
-                 ignore_label: int = 255, max_tries: int = 10):
+    def __init__(self, crop_size: Sequence[float], cat_max_ratio: float = 0.75,
+                 ignore_label: int = 255, max_tries: int = 10, crop_type: str = "absolute"):
         super().__init__()
         if len(crop_size) != 2 or min(crop_size) <= 0:
-            raise ValueError(f"INPUT.SEM_SEG.CROP_SIZE must be (h, w) > 0, got {tuple(crop_size)}")
+            raise ValueError(f"INPUT.CROP.SIZE must be (h, w) > 0, got {tuple(crop_size)}")
         if not 0 < cat_max_ratio:
-            raise ValueError(f"INPUT.SEM_SEG.CAT_MAX_RATIO must be > 0, got {cat_max_ratio}")
+            raise ValueError(f"INPUT.CROP.SINGLE_CATEGORY_MAX_AREA must be > 0, got {cat_max_ratio}")
         if max_tries < 1:
             raise ValueError(f"max_tries must be >= 1, got {max_tries}")
-        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+        self.crop_type = crop_type
+        if crop_type == "absolute":
+            self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+            self._sizer = None
+        else:
+            self.crop_size = tuple(crop_size)
+            self._sizer = RandomCrop(crop_type, self.crop_size)
         self.cat_max_ratio = float(cat_max_ratio)
         self.ignore_label = int(ignore_label)
         self.max_tries = int(max_tries)
 
     def _random_window(self, h: int, w: int) -> Tuple[int, int, int, int]:
-        ch, cw = min(self.crop_size[0], h), min(self.crop_size[1], w)
+        if self._sizer is None:
+            ch, cw = min(self.crop_size[0], h), min(self.crop_size[1], w)
+        else:
+            ch, cw = self._sizer.get_crop_size((h, w))
         y0 = np.random.randint(0, h - ch + 1)
         x0 = np.random.randint(0, w - cw + 1)
         return y0, x0, ch, cw

@@ -7,6 +7,7 @@ from detectron2.config import CfgNode
 
 from .config_check import check_config
 from .config_paths import resolve_config_paths
+from .config_renames import check_renamed_keys
 from .config_types import coerce_loaded_yaml, coerce_opts
 from .errors import ConfigError
 
@@ -24,6 +25,7 @@ def _merge_file(cfg: CfgNode, config_file: str) -> None:
     if not isinstance(loaded, dict):
         raise ConfigError(f"{config_file}: expected a mapping of config keys (KEY: value) in the file "
                           f"and its _BASE_ files, got {type(loaded).__name__}")
+    check_renamed_keys(loaded, config_file)
     version = loaded.get("VERSION")
     if version is None:
         from detectron2.config.compat import guess_version
@@ -46,7 +48,8 @@ def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True)
         ConfigError: the file is missing, is not valid YAML, names a key that does not exist,
             gives a value of the wrong type (ints for float keys and the like are converted,
             see :mod:`segdet.utils.config_types`) or out of range (:mod:`segdet.utils.config_check`),
-            or ``opts`` is not a list of KEY VALUE pairs.
+            or ``opts`` is not a list of KEY VALUE pairs, or a key was renamed or removed (the
+            message gives the new name, :mod:`segdet.utils.config_renames`).
     """
     from segdet.config import get_segdet_cfg
 
@@ -69,6 +72,7 @@ def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True)
         raise
     if len(opts) % 2:
         raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got {list(opts)}")
+    check_renamed_keys([str(k) for k in list(opts)[0::2]], "command line")
     try:
         cfg.merge_from_list(coerce_opts(opts, cfg))
     except ConfigError:

@@ -81,7 +81,8 @@ def _sem_seg_cfg(num_classes):
     cfg.DATASETS.TRAIN = ("segdet_test_input_checks",)
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = num_classes
     s = cfg.INPUT.SEM_SEG
-    s.SCALE, s.RATIO_RANGE, s.CROP_SIZE = (16, 8), (1.0, 1.0), (8, 16)
+    s.RESIZE_SCALE, s.RESIZE_RATIO_RANGE = (16, 8), (1.0, 1.0)
+    cfg.INPUT.CROP.ENABLED, cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE = True, "absolute", (8, 16)
     return cfg
 
 

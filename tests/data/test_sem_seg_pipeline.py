@@ -230,12 +230,14 @@ def _synthetic_dict(tmp_path):
             "height": 40, "width": 60, "image_id": 7, "reduce_zero_label": True}
 
 
-def _cfg(**sem_seg):
+def _cfg(crop_size=(24, 24), single_category_max_area=0.75, **sem_seg):
     cfg = get_segdet_cfg()
     cfg.DATASETS.TRAIN = ("segdet_test_mapper_ds",)
     cfg.DATASETS.TEST = ("segdet_test_mapper_ds",)
+    c = cfg.INPUT.CROP
+    c.ENABLED, c.TYPE, c.SIZE, c.SINGLE_CATEGORY_MAX_AREA = True, "absolute", crop_size, single_category_max_area
     s = cfg.INPUT.SEM_SEG
-    s.SCALE, s.RATIO_RANGE, s.CROP_SIZE, s.TEST_SCALE = (64, 32), (1.0, 1.0), (24, 24), (64, 32)
+    s.RESIZE_SCALE, s.RESIZE_RATIO_RANGE, s.TEST_RESIZE_SCALE = (64, 32), (1.0, 1.0), (64, 32)
     for k, v in sem_seg.items():
         setattr(s, k, v)
     return cfg
@@ -257,7 +259,7 @@ def test_mapper_train_output(tmp_path):
 
 def test_mapper_label_and_image_stay_aligned_through_resize_and_flip(tmp_path):
     d = _synthetic_dict(tmp_path)
-    cfg = _cfg(FLIP_PROB=1.0, PHOTOMETRIC_DISTORTION=False, CROP_SIZE=(32, 48))  # crop = image
+    cfg = _cfg(FLIP_PROB=1.0, PHOTOMETRIC_DISTORTION=False, crop_size=(32, 48))  # crop = image
     out = SemSegDatasetMapper(cfg, is_train=True)(d)
     sem, image = out["sem_seg"].numpy(), out["image"].numpy()
     # nearest 60 -> 48 columns: new column c reads old floor(1.25 c): label 2 (-> 1) from c = 24;
@@ -271,7 +273,7 @@ def test_mapper_label_and_image_stay_aligned_through_resize_and_flip(tmp_path):
 
 def test_mapper_is_seeded_with_full_pipeline(tmp_path):
     d = _synthetic_dict(tmp_path)
-    mapper = SemSegDatasetMapper(_cfg(RATIO_RANGE=(0.5, 2.0)), is_train=True)
+    mapper = SemSegDatasetMapper(_cfg(RESIZE_RATIO_RANGE=(0.5, 2.0)), is_train=True)
     np.random.seed(5)
     a = mapper(d)
     np.random.seed(5)
@@ -292,7 +294,8 @@ def test_mapper_reduce_zero_label_falls_back_to_metadata(tmp_path):
     d = _synthetic_dict(tmp_path)
     del d["reduce_zero_label"]
     MetadataCatalog.get("segdet_test_mapper_meta").set(reduce_zero_label=True, ignore_label=255)
-    cfg = _cfg(FLIP_PROB=0.0, PHOTOMETRIC_DISTORTION=False, CAT_MAX_RATIO=1.0, CROP_SIZE=(64, 64))
+    cfg = _cfg(FLIP_PROB=0.0, PHOTOMETRIC_DISTORTION=False, single_category_max_area=1.0,
+               crop_size=(64, 64))
     cfg.DATASETS.TRAIN = ("segdet_test_mapper_meta",)
     sem = SemSegDatasetMapper(cfg, is_train=True)(d)["sem_seg"].numpy()
     assert sem.shape == (32, 48)

@@ -89,7 +89,27 @@ def test_poly_schedule_matches_mmcv_formula():
         regular = (1 - where) ** 1.0
         expected = regular * (1 - (1 - t / 1500) * (1 - 1e-6)) if t < 1500 else regular
         assert sched(where) == pytest.approx(expected, rel=1e-9), t
-    assert WarmupPolyParamScheduler(power=0.9, end_factor=0.1)(1.0) == pytest.approx(0.1)
+    assert WarmupPolyParamScheduler(power=0.9, constant_ending=0.1)(1.0) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("warmup_method,constant_ending", [("linear", 0.0), ("linear", 0.3), ("constant", 0.3)])
+def test_warmup_poly_lr_is_deeplabs(warmup_method, constant_ending):
+    """segdet's "WarmupPolyLR" steps an optimizer as detectron2 DeepLab's WarmupPolyLR does
+    (same name, same SOLVER.POLY_LR_POWER / POLY_LR_CONSTANT_ENDING keys)."""
+    deeplab = pytest.importorskip("detectron2.projects.deeplab.lr_scheduler")
+    cfg = get_segdet_cfg()
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.WARMUP_FACTOR = 100, 10, 0.01
+    cfg.SOLVER.WARMUP_METHOD, cfg.SOLVER.POLY_LR_POWER = warmup_method, 0.9
+    cfg.SOLVER.POLY_LR_CONSTANT_ENDING, cfg.SOLVER.BASE_LR = constant_ending, 0.5
+    ours_opt, ref_opt = (torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.5) for _ in range(2))
+    ours = build_lr_scheduler(cfg, ours_opt)
+    ref = deeplab.WarmupPolyLR(ref_opt, max_iters=100, warmup_factor=0.01, warmup_iters=10,
+                               warmup_method=warmup_method, power=0.9, constant_ending=constant_ending)
+    for t in range(100):
+        assert ours_opt.param_groups[0]["lr"] == pytest.approx(ref_opt.param_groups[0]["lr"], rel=1e-9), t
+        ours_opt.step(), ref_opt.step()
+        ours.step(), ref.step()
 
 
 def test_lr_scheduler_steps_an_optimizer():

@@ -32,7 +32,7 @@ def test_defaults_pass_every_rule():
     ("SOLVER.STEPS", "(200, 100)", "increasing"),
     ("SOLVER.MAX_ITER", "None", "an integer > 0"),
     ("TEST.SEM_SEG.MODE", "'sliding'", "one of 'whole', 'slide'"),
-    ("INPUT.SEM_SEG.CROP_SIZE", "(512,)", "2 values"),
+    ("INPUT.CROP.SIZE", "(512,)", "2 values"),
     ("MODEL.PIXEL_STD", "[1.0, 0.0, 1.0]", "each a finite number > 0"),
 ])
 def test_out_of_range_value_is_one_line_naming_key_value_and_expectation(key, value, expected):
@@ -79,11 +79,11 @@ def test_pattern_rules_and_custom_table():
 
 def test_int_for_float_key_on_the_command_line():
     cfg = load_config(SAMPLE, ["SOLVER.BASE_LR", "1000", "SOLVER.MAX_ITER", "1e4",
-                               "MODEL.PIXEL_STD", "[1, 2, 3]", "INPUT.SEM_SEG.RATIO_RANGE", "[1, 2]"])
+                               "MODEL.PIXEL_STD", "[1, 2, 3]", "INPUT.SEM_SEG.RESIZE_RATIO_RANGE", "[1, 2]"])
     assert cfg.SOLVER.BASE_LR == 1000.0 and type(cfg.SOLVER.BASE_LR) is float
     assert cfg.SOLVER.MAX_ITER == 10000 and type(cfg.SOLVER.MAX_ITER) is int
     assert cfg.MODEL.PIXEL_STD == [1.0, 2.0, 3.0] and all(type(v) is float for v in cfg.MODEL.PIXEL_STD)
-    assert cfg.INPUT.SEM_SEG.RATIO_RANGE == (1.0, 2.0) and type(cfg.INPUT.SEM_SEG.RATIO_RANGE) is tuple
+    assert cfg.INPUT.SEM_SEG.RESIZE_RATIO_RANGE == (1.0, 2.0) and type(cfg.INPUT.SEM_SEG.RESIZE_RATIO_RANGE) is tuple
 
 
 def test_int_for_float_key_in_a_yaml_file(tmp_path):

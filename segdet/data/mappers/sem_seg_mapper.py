@@ -10,7 +10,7 @@ Training output: ``{"image": (C, H', W') uint8 tensor, "sem_seg": (H', W') int64
 after resize-by-ratio, cat-max crop, flip and photometric distortion. Crops smaller than the crop
 size are not padded here: the segmentor pads the batch (images with 0 after normalisation,
 labels with its ignore value). Test output: the image keep-ratio resized into
-``INPUT.SEM_SEG.TEST_SCALE`` and no label; ``"height"``/``"width"`` stay the original size, so
+``INPUT.SEM_SEG.TEST_RESIZE_SCALE`` and no label; ``"height"``/``"width"`` stay the original size, so
 the segmentor returns logits at the original resolution, where the evaluator reads the label.
 """
 import copy
@@ -32,14 +32,17 @@ __all__ = ["SemSegDatasetMapper", "build_sem_seg_augmentations", "check_label_va
 
 
 def build_sem_seg_augmentations(cfg, is_train: bool, ignore_label: int) -> List[T.Augmentation]:
-    """The augmentation list described by ``cfg.INPUT.SEM_SEG``."""
+    """The augmentation list described by ``cfg.INPUT.SEM_SEG`` and ``cfg.INPUT.CROP``
+    (detectron2's crop keys: a crop only with ``INPUT.CROP.ENABLED``, of any detectron2
+    ``INPUT.CROP.TYPE``, retried by ``INPUT.CROP.SINGLE_CATEGORY_MAX_AREA``)."""
     s = cfg.INPUT.SEM_SEG
     if not is_train:
-        return [ResizeByRatio(s.TEST_SCALE, ratio_range=None)]
-    augs: List[T.Augmentation] = [
-        ResizeByRatio(s.SCALE, s.RATIO_RANGE),
-        RandomCropCatMax(s.CROP_SIZE, s.CAT_MAX_RATIO, ignore_label=ignore_label),
-    ]
+        return [ResizeByRatio(s.TEST_RESIZE_SCALE, ratio_range=None)]
+    augs: List[T.Augmentation] = [ResizeByRatio(s.RESIZE_SCALE, s.RESIZE_RATIO_RANGE)]
+    crop = cfg.INPUT.CROP
+    if crop.ENABLED:
+        augs.append(RandomCropCatMax(crop.SIZE, crop.SINGLE_CATEGORY_MAX_AREA, ignore_label=ignore_label,
+                                     crop_type=crop.TYPE))
     if s.FLIP_PROB > 0:
         augs.append(T.RandomFlip(prob=s.FLIP_PROB, horizontal=True, vertical=False))
     if s.PHOTOMETRIC_DISTORTION:
