@@ -8,6 +8,7 @@ from typing import List
 import torch
 
 from .checkpoint_io import CorruptCheckpointError, SafeCheckpointer
+from .run_lock import pid_alive
 
 __all__ = ["AtomicCheckpointer", "atomic_torch_save", "remove_stale_temp_files"]
 
@@ -50,18 +51,6 @@ def atomic_torch_save(obj, path: str) -> None:
         raise
 
 
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
 def remove_stale_temp_files(folder: str) -> List[str]:
     """Remove the temporary files of :func:`atomic_torch_save` in ``folder`` that no live process
     on this machine is writing (left by a save that was killed); return their names."""
@@ -72,7 +61,7 @@ def remove_stale_temp_files(folder: str) -> List[str]:
         return removed
     for name in names:
         match = _TEMP_FILE.match(name)
-        if match is None or (match.group(1) is not None and _process_alive(int(match.group(1)))):
+        if match is None or (match.group(1) is not None and pid_alive(int(match.group(1)))):
             continue
         try:
             size = os.path.getsize(os.path.join(folder, name))

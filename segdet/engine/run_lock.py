@@ -40,7 +40,10 @@ class OutputDirInUseError(ConfigError):
     """Another run holds the lock of this ``OUTPUT_DIR``."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (ours or another user's)."""
+    if pid == os.getpid():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -145,7 +148,7 @@ class RunLock:
                 holder = self._read(fd)
                 os.close(fd)
                 pid = holder.get("pid")
-                if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or _pid_alive(pid):
+                if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid_alive(pid):
                     raise self._in_use(holder) from None
                 logger.warning(f"Taking over the stale lock {self.path} of a run that ended without releasing it "
                                f"({_describe(holder)}, no longer running)")
