@@ -7,6 +7,7 @@ synthetic data is :mod:`segdet.utils.synthetic`.
 import importlib
 import importlib.util
 import os
+import subprocess
 import sys
 
 from segdet.utils.synthetic import register_synthetic_datasets
@@ -15,7 +16,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS_DIR = os.path.join(REPO_ROOT, "tools")
 
 __all__ = ["REPO_ROOT", "TOOLS_DIR", "load_tool", "import_tools_package",
-           "train_net_main_with_synthetic_data", "cgrseg_ade20k_config"]
+           "train_net_main_with_synthetic_data", "cgrseg_ade20k_config", "run_train_net", "one_error_line"]
 
 
 def load_tool(name: str):
@@ -49,3 +50,24 @@ def cgrseg_ade20k_config(variant: str) -> str:
     ("B-SSA", "L-SSA"), in the method's project folder."""
     project = "SSA" if variant.endswith("-SSA") else "CGRSeg"
     return os.path.join(REPO_ROOT, "projects", project, "configs", "ADE20K", f"CGRSeg-{variant}.yaml")
+
+
+def run_train_net(*args, env=None):
+    """``tools/train_net.py ARGS`` in a subprocess from the checkout's root, without
+    ``SEGDET_DEBUG``; returns (exit status, stderr)."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("SEGDET_DEBUG", None)
+    proc = subprocess.run([sys.executable, os.path.join(TOOLS_DIR, "train_net.py"), *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, env=full_env, timeout=300)
+    return proc.returncode, proc.stderr
+
+
+def one_error_line(stderr: str, *fragments: str) -> str:
+    """The single ``segdet: error:`` line of ``stderr`` (asserting there is no traceback, exactly
+    one such line, and that it holds every fragment)."""
+    assert "Traceback" not in stderr, stderr[-2000:]
+    error_lines = [line for line in stderr.splitlines() if line.startswith("segdet: error:")]
+    assert len(error_lines) == 1, stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in error_lines[0], error_lines[0]
+    return error_lines[0]

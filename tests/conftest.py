@@ -11,11 +11,9 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 import segdet  # noqa: E402,F401  (registers everything)
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if _TESTS_DIR not in sys.path:
     sys.path.append(_TESTS_DIR)  # --import-mode=importlib: tests import `_tools` from here
-SHARED_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared")
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,8 @@ import sys
 import pytest
 import torch
 
+from _tools import one_error_line
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(ROOT, "tools", "train_net.py")
 SAMPLE = "configs/Samples/faster_rcnn_mnv2_fpn_trees.yaml"
@@ -37,10 +39,7 @@ def _eval_only(tmp_path, weights, *flags):
                            "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(tmp_path / "out")],
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("segdet: error:")]
-    assert len(errors) == 1, proc.stderr[-2000:]
-    return errors[0]
+    return one_error_line(proc.stderr)
 
 
 def test_eval_only_refuses_mismatched_weights(tmp_path, sample_state):

@@ -15,6 +15,8 @@ from segdet.engine import run_lock
 from segdet.engine.run_lock import LOCK_NAME, OutputDirInUseError, RunLock
 from segdet.utils.errors import user_error_message
 
+from _tools import one_error_line
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -149,6 +151,4 @@ def test_train_net_refuses_a_locked_output_dir_in_one_line(tmp_path):
              "configs/Samples/faster_rcnn_mnv2_fpn_trees.yaml", "MODEL.MOBILENET_V2.WEIGHTS", "", "OUTPUT_DIR", str(out)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("segdet: error:")]
-    assert len(errors) == 1 and f"OutputDirInUseError: OUTPUT_DIR {out} is in use" in errors[0], proc.stderr[-2000:]
+    one_error_line(proc.stderr, f"OutputDirInUseError: OUTPUT_DIR {out} is in use")
