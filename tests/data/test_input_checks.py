@@ -1,4 +1,4 @@
-"""Input data checks (issue 13): 16/32-bit grayscale images, label ids >= the class count,
+"""Input data checks: 16/32-bit grayscale images, label ids >= the class count,
 negative-size boxes, empty datasets."""
 import numpy as np
 import pytest

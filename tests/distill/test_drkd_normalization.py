@@ -1,7 +1,7 @@
 """DRKD's two normalisations (DISTILL.DRKD.NORMALIZATION) and the parity defaults.
 
 "scale_aware" divides each un-squared norm by sqrt(its element count / the count at the reference
-shape). What must hold (issue 11): equal to "official" at the reference shape, exactly; invariant
+shape). What must hold: equal to "official" at the reference shape, exactly; invariant
 when the same images are scaled x2 and when the batch is doubled; "official" unchanged. Values in
 float64, so that equalities are exact or at rounding level (rel 1e-12).
 """

@@ -1,5 +1,5 @@
 """A wrong tap name: close matches, the sub-modules where it went wrong and how to list every
-name, not a list of hundreds of names (issue 13)."""
+name, not a list of hundreds of names."""
 import os
 
 import pytest

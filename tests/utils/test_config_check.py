@@ -1,4 +1,4 @@
-"""Config values: range/choice validation at start-up and numeric type coercion (issue 13)."""
+"""Config values: range/choice validation at start-up and numeric type coercion."""
 import math
 import os
 

@@ -1,4 +1,4 @@
-"""README.md's "Config keys" table is tools/config_keys_table.py's output (issue 14)."""
+"""README.md's "Config keys" table is tools/config_keys_table.py's output."""
 import importlib.util
 import os
 

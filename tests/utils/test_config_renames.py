@@ -1,4 +1,4 @@
-"""Renamed and removed config keys are refused with one line that gives the new name (issue 14)."""
+"""Renamed and removed config keys are refused with one line that gives the new name."""
 import os
 import subprocess
 import sys
