@@ -1,4 +1,4 @@
-"""mIoU evaluator: a confusion matrix accumulated over the dataset, summed across processes."""
+"""mIoU (and Dice / F-score) evaluator: a confusion matrix accumulated over the dataset, summed across processes."""
 import json
 import logging
 import math
@@ -16,9 +16,12 @@ from detectron2.utils.file_io import PathManager
 from segdet.data.io import read_sem_seg_label
 from segdet.evaluation.sem_seg_metrics import confusion_matrix, metrics_from_confusion
 
-__all__ = ["SegdetSemSegEvaluator"]
+__all__ = ["SegdetSemSegEvaluator", "save_confusion_heatmap"]
 
 logger = logging.getLogger(__name__)
+
+_SUMMARY = ("mIoU", "fwIoU", "mAcc", "aAcc", "mDice", "mFscore", "mPrecision", "mRecall")
+_PER_CLASS = ("IoU", "Acc", "Dice", "Fscore", "Precision", "Recall")
 
 
 class SegdetSemSegEvaluator(DatasetEvaluator):
@@ -31,10 +34,16 @@ class SegdetSemSegEvaluator(DatasetEvaluator):
     ``"reduce_zero_label"`` key wins). With ``distributed=True`` the per-process confusion
     matrices are summed on the main process; other processes return ``{}``.
 
-    ``evaluate`` returns ``{"sem_seg": {"mIoU", "mAcc", "aAcc", "fwIoU", "IoU-<class>",
-    "Acc-<class>"}}`` in percent; a class absent from both GT and prediction has NaN IoU (NaN
-    Acc when absent from GT) and is left out of the means. The per-class table goes to the log
-    and, with ``output_dir``, everything to ``sem_seg_metrics.json`` (NaN written as null).
+    ``evaluate`` returns ``{"sem_seg": {"mIoU", "mAcc", "aAcc", "fwIoU", "mDice", "mFscore",
+    "mPrecision", "mRecall", "IoU-<class>", "Acc-<class>", "Dice-<class>", "Fscore-<class>",
+    "Precision-<class>", "Recall-<class>"}}`` in percent (definitions, and why ``Fscore`` equals
+    ``Dice``: :mod:`segdet.evaluation.sem_seg_metrics`); a class absent from both GT and
+    prediction has NaN IoU and Dice (NaN Acc/Recall when absent from GT, NaN Precision when never
+    predicted) and is left out of the means. The per-class table goes to the log and, with
+    ``output_dir``, the main process writes there ``sem_seg_metrics.json`` (everything, NaN
+    written as null), ``confusion_matrix.npy`` (the (K, K) int64 pixel counts summed over all
+    processes, rows = ground truth, columns = prediction, contiguous class ids) and
+    ``confusion_matrix.png`` (its row-normalised heat map, class names on the axes).
     """
 
     def __init__(self, dataset_name: str, distributed: bool = True, output_dir: Optional[str] = None,
@@ -111,11 +120,10 @@ class SegdetSemSegEvaluator(DatasetEvaluator):
                 return {}
             conf = np.sum(gathered, axis=0)
         m = metrics_from_confusion(conf)
-        res = {name: 100.0 * m[name] for name in ("mIoU", "fwIoU", "mAcc", "aAcc")}
-        for i, name in enumerate(self._class_names):
-            res[f"IoU-{name}"] = 100.0 * float(m["IoU"][i])
-        for i, name in enumerate(self._class_names):
-            res[f"Acc-{name}"] = 100.0 * float(m["Acc"][i])
+        res = {name: 100.0 * m[name] for name in _SUMMARY}
+        for metric in _PER_CLASS:
+            for i, name in enumerate(self._class_names):
+                res[f"{metric}-{name}"] = 100.0 * float(m[metric][i])
         self._log_table(m, int(conf.sum()))
         self._warn_absent_classes(conf)
         if self._output_dir:
@@ -123,6 +131,11 @@ class SegdetSemSegEvaluator(DatasetEvaluator):
             path = os.path.join(self._output_dir, "sem_seg_metrics.json")
             with PathManager.open(path, "w") as f:
                 json.dump({k: (None if math.isnan(v) else v) for k, v in res.items()}, f, indent=1)
+            with PathManager.open(os.path.join(self._output_dir, "confusion_matrix.npy"), "wb") as f:
+                np.save(f, np.asarray(conf, dtype=np.int64))
+            save_confusion_heatmap(conf, self._class_names,
+                                   os.path.join(self._output_dir, "confusion_matrix.png"),
+                                   title=f"{self._dataset_name}: confusion (row-normalised)")
         return {"sem_seg": res}
 
     def _warn_absent_classes(self, conf: np.ndarray) -> None:
@@ -137,12 +150,50 @@ class SegdetSemSegEvaluator(DatasetEvaluator):
                 "is the ignore value: write the foreground as 1")
 
     def _log_table(self, m: Dict, num_pixels: int) -> None:
-        rows = [(name, 100.0 * m["IoU"][i], 100.0 * m["Acc"][i])
+        rows = [(name, *(100.0 * m[k][i] for k in _PER_CLASS))
                 for i, name in enumerate(self._class_names)]
-        table = tabulate(rows, headers=["class", "IoU", "Acc"], floatfmt=".2f", tablefmt="pipe",
+        table = tabulate(rows, headers=["class", *_PER_CLASS], floatfmt=".2f", tablefmt="pipe",
                          missingval="nan")
+        summary = ", ".join(f"{k} {100 * m[k]:.2f}" for k in _SUMMARY)
         logger.info(
             f"Semantic segmentation on {self._dataset_name} ({num_pixels} valid pixels): "
-            f"mIoU {100 * m['mIoU']:.2f}, mAcc {100 * m['mAcc']:.2f}, aAcc {100 * m['aAcc']:.2f}, "
-            f"fwIoU {100 * m['fwIoU']:.2f}\n{table}"
+            f"{summary}\n{table}"
         )
+
+
+def save_confusion_heatmap(conf: np.ndarray, class_names: List[str], path: str,
+                           title: str = "confusion (row-normalised)") -> None:
+    """Write a PNG heat map of ``conf`` (rows = ground truth, columns = prediction), each row
+    divided by its ground-truth pixel count (a row without GT pixels stays blank), class names on
+    both axes. Uses matplotlib's Agg canvas directly: no pyplot state, no display needed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    conf = np.asarray(conf, dtype=np.float64)
+    k = conf.shape[0]
+    rows = conf.sum(axis=1, keepdims=True)
+    norm = np.full(conf.shape, np.nan)
+    np.divide(conf, rows, out=norm, where=rows > 0)
+    side = min(max(4.0, 0.35 * k + 2.5), 40.0)
+    fig = Figure(figsize=(side, side))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    font = max(4, min(9, int(300 / max(k, 1))))
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xticklabels(class_names, rotation=90, fontsize=font)
+    ax.set_yticklabels(class_names, fontsize=font)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    ax.set_title(title)
+    if k <= 20:
+        for g in range(k):
+            for p in range(k):
+                if not np.isnan(norm[g, p]):
+                    ax.text(p, g, f"{norm[g, p]:.2f}", ha="center", va="center", fontsize=font,
+                            color="white" if norm[g, p] > 0.5 else "black")
+    fig.tight_layout()
+    with PathManager.open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)

@@ -3,8 +3,18 @@
 ``conf[g, p]`` counts the valid pixels of ground-truth class ``g`` predicted as ``p``. Per class
 ``IoU = TP / (TP + FP + FN)`` (NaN when the class is absent from both GT and prediction) and
 ``Acc = TP / (TP + FN)`` (NaN when absent from GT); ``mIoU``/``mAcc`` are NaN-means over classes,
-``aAcc = trace / total`` and ``fwIoU = sum_c (GT pixels of c / total) * IoU_c``. All values are
-fractions in [0, 1]; the evaluator reports them in percent.
+``aAcc = trace / total`` and ``fwIoU = sum_c (GT pixels of c / total) * IoU_c``.
+
+Beside them, mmseg's ``mDice`` / ``mFscore`` / ``mPrecision`` / ``mRecall`` family: per class
+``Dice = 2TP / (2TP + FP + FN)`` (NaN when absent from both GT and prediction, like IoU),
+``Precision = TP / (TP + FP)`` (NaN when never predicted), ``Recall = TP / (TP + FN)`` (the same
+number as ``Acc``) and ``Fscore``, the harmonic mean of precision and recall. For semantic
+segmentation F-score and Dice are one number, ``2PR / (P + R) = 2TP / (2TP + FP + FN)``, so
+``Fscore`` is computed from the counts and equals ``Dice`` for every class; that also covers the
+classes whose precision or recall is undefined (only in GT, or only predicted), where mmseg's
+``2PR / (P + R)`` reads NaN and this module gives 0 (the pixels of that class are all wrong).
+The means are NaN-means over classes. All values are fractions in [0, 1]; the evaluator reports
+them in percent.
 """
 from typing import Dict, Union
 
@@ -58,7 +68,8 @@ def metrics_from_confusion(conf: np.ndarray) -> Dict[str, Union[float, np.ndarra
     """Metrics of a (K, K) confusion matrix (rows GT, columns prediction).
 
     Returns:
-        ``{"IoU": (K,) float64, "Acc": (K,) float64, "mIoU", "mAcc", "aAcc", "fwIoU"}``, all
+        ``{"IoU", "Acc", "Dice", "Fscore", "Precision", "Recall"}`` as (K,) float64 arrays and
+        ``"mIoU", "mAcc", "aAcc", "fwIoU", "mDice", "mFscore", "mPrecision", "mRecall"`` as floats, all
         fractions; NaN marks an undefined value (per class: see module docstring; the scalars
         are NaN only when every pixel was ignored).
     """
@@ -71,12 +82,24 @@ def metrics_from_confusion(conf: np.ndarray) -> Dict[str, Union[float, np.ndarra
     total = conf.sum()
     iou = _safe_divide(tp, gt_count + pred_count - tp)
     acc = _safe_divide(tp, gt_count)
+    dice = _safe_divide(2 * tp, gt_count + pred_count)  # 2TP / (2TP + FP + FN)
+    precision = _safe_divide(tp, pred_count)
+    recall = acc
+    fscore = dice.copy()  # 2PR / (P + R) == 2TP / (2TP + FP + FN): see the module docstring
     present = gt_count > 0
     return {
         "IoU": iou,
         "Acc": acc,
+        "Dice": dice,
+        "Fscore": fscore,
+        "Precision": precision,
+        "Recall": recall.copy(),
         "mIoU": _nanmean(iou),
         "mAcc": _nanmean(acc),
         "aAcc": float(tp.sum() / total) if total > 0 else float("nan"),
         "fwIoU": float((gt_count[present] / total * iou[present]).sum()) if total > 0 else float("nan"),
+        "mDice": _nanmean(dice),
+        "mFscore": _nanmean(fscore),
+        "mPrecision": _nanmean(precision),
+        "mRecall": _nanmean(recall),
     }

@@ -132,8 +132,10 @@ def test_evaluator_single_process(tmp_path):
     assert out["aAcc"] == pytest.approx(100 * m["aAcc"])
     assert out["IoU-d"] == pytest.approx(100 * m["IoU"][3])
     assert out["Acc-a"] == pytest.approx(100 * m["Acc"][0])
-    per_class = {f"{k}-{c}" for k in ("IoU", "Acc") for c in "abcd"}
-    assert set(out) == {"mIoU", "fwIoU", "mAcc", "aAcc"} | per_class
+    per_class = {f"{k}-{c}" for k in ("IoU", "Acc", "Dice", "Fscore", "Precision", "Recall")
+                 for c in "abcd"}
+    means = {"mIoU", "fwIoU", "mAcc", "aAcc", "mDice", "mFscore", "mPrecision", "mRecall"}
+    assert set(out) == means | per_class
     written = json.loads((tmp_path / "eval" / "sem_seg_metrics.json").read_text())
     assert written["mIoU"] == pytest.approx(out["mIoU"])
     # labels found through the dataset when the inputs do not carry sem_seg_file_name
