@@ -105,6 +105,10 @@ def _add_test_config(cfg: CN) -> None:
     cfg.TEST.SEM_SEG.STRIDE = (341, 341)
     # Write a prediction-overlay PNG for the first N evaluated images (0 disables).
     cfg.TEST.VIS_NUM_IMAGES = 4
+    # Boxes drawn in those overlays: score >= VIS_SCORE_THRESH; when none passes, the VIS_TOPK
+    # highest-scoring ones, marked as below the threshold (0: draw none).
+    cfg.TEST.VIS_SCORE_THRESH = 0.5
+    cfg.TEST.VIS_TOPK = 5
 
 
 def _add_backbone_config(cfg: CN) -> None:

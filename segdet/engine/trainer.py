@@ -164,7 +164,8 @@ class Trainer(DefaultTrainer):
             from segdet.evaluation.visualization import PredictionOverlayWriter
 
             evaluators.append(PredictionOverlayWriter(
-                dataset_name, os.path.join(output_folder, "visualizations"), cfg.TEST.VIS_NUM_IMAGES))
+                dataset_name, os.path.join(output_folder, "visualizations"), cfg.TEST.VIS_NUM_IMAGES,
+                score_threshold=cfg.TEST.VIS_SCORE_THRESH, top_k=cfg.TEST.VIS_TOPK))
         return DatasetEvaluators(evaluators)
 
     @classmethod

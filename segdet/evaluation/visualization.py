@@ -10,22 +10,35 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-__all__ = ["PredictionOverlayWriter"]
+__all__ = ["PredictionOverlayWriter", "select_boxes_to_draw"]
+
+
+def select_boxes_to_draw(instances, score_threshold: float, top_k: int):
+    """The instances to draw and a note: those with score ≥ ``score_threshold`` (note ``""``),
+    or, when none passes, the ``top_k`` highest-scoring ones (note says they are below it)."""
+    keep = instances[instances.scores >= score_threshold]
+    if len(keep) or not len(instances) or top_k <= 0:
+        return keep, ""
+    order = instances.scores.argsort(descending=True)[:top_k]
+    return instances[order], f"no box >= {score_threshold:g}: top {len(order)} shown"
 
 
 class PredictionOverlayWriter(DatasetEvaluator):
     """Writes ``<output_dir>/<stem>.png`` overlays of the first ``num_images`` predictions seen by
-    the main process: detected boxes (score ≥ ``score_threshold``) or the semantic argmax map;
-    for semantic segmentation the ground truth is drawn beside the prediction when known."""
+    the main process: detected boxes (score ≥ ``score_threshold``; when none passes, the
+    ``top_k`` highest-scoring boxes, so that a young model's overlay is not blank, with a note
+    in the image's corner) or the semantic argmax map; for semantic segmentation the ground
+    truth is drawn beside the prediction when known."""
 
     def __init__(self, dataset_name: str, output_dir: str, num_images: int = 4,
-                 score_threshold: float = 0.5):
+                 score_threshold: float = 0.5, top_k: int = 5):
         self._dataset_name = dataset_name
         self._metadata = MetadataCatalog.get(dataset_name)
         self._gt_files = None  # file_name -> sem_seg_file_name, read on first need
         self._output_dir = output_dir
         self._num_images = num_images
         self._score_threshold = score_threshold
+        self._top_k = top_k
         self._written = 0
 
     def reset(self) -> None:
@@ -54,8 +67,10 @@ class PredictionOverlayWriter(DatasetEvaluator):
     def _draw(self, image: np.ndarray, output: dict) -> np.ndarray:
         vis = Visualizer(image, self._metadata, instance_mode=ColorMode.IMAGE)
         if "instances" in output:
-            instances = output["instances"].to("cpu")
-            instances = instances[instances.scores >= self._score_threshold]
+            instances, note = select_boxes_to_draw(output["instances"].to("cpu"),
+                                                   self._score_threshold, self._top_k)
+            if note:
+                vis.draw_text(note, (4, 4), horizontal_alignment="left", color="yellow")
             return vis.draw_instance_predictions(instances).get_image()
         if "sem_seg" in output:
             return vis.draw_sem_seg(output["sem_seg"].argmax(dim=0).cpu(), alpha=0.5).get_image()
