@@ -97,6 +97,9 @@ def _add_solver_config(cfg: CN) -> None:
 
 
 def _add_test_config(cfg: CN) -> None:
+    # Datasets declared in the config (no Python): name -> {TYPE: "sem_seg_folder" | "coco_json",
+    # ...}; registered when the config is loaded (segdet/data/datasets/declared.py has the keys).
+    cfg.DATASETS.DECLARE = CN(new_allowed=True)
     cfg.TEST.SEM_SEG = CN()
     # "whole": one forward on the full (padded) image; "slide": overlapping CROP_SIZE windows
     # every STRIDE pixels, logits averaged where windows overlap.

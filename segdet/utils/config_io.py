@@ -90,6 +90,9 @@ def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True)
                 f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but no CUDA device is available: using 'cpu'")
             cfg.MODEL.DEVICE = "cpu"
     check_config(cfg, f"{config_file}{' + command line' if opts else ''}")
+    from segdet.data.datasets.declared import register_declared_datasets
+
+    register_declared_datasets(cfg)
     if freeze:
         cfg.freeze()
     return cfg
