@@ -28,6 +28,7 @@ def add_segdet_config(cfg: CN) -> CN:
         return cfg
     _add_input_config(cfg)
     _add_solver_config(cfg)
+    _add_datasets_config(cfg)
     _add_test_config(cfg)
     _add_backbone_config(cfg)
     _add_sem_seg_config(cfg)
@@ -96,10 +97,13 @@ def _add_solver_config(cfg: CN) -> None:
     cfg.SOLVER.DDP_FIND_UNUSED_PARAMETERS = False
 
 
-def _add_test_config(cfg: CN) -> None:
+def _add_datasets_config(cfg: CN) -> None:
     # Datasets declared in the config (no Python): name -> {TYPE: "sem_seg_folder" | "coco_json",
     # ...}; registered when the config is loaded (segdet/data/datasets/declared.py has the keys).
     cfg.DATASETS.DECLARE = CN(new_allowed=True)
+
+
+def _add_test_config(cfg: CN) -> None:
     cfg.TEST.SEM_SEG = CN()
     # "whole": one forward on the full (padded) image; "slide": overlapping CROP_SIZE windows
     # every STRIDE pixels, logits averaged where windows overlap.

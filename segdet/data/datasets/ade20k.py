@@ -19,6 +19,8 @@ from typing import Dict, List
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from .folders import pair_images_with_labels
+
 __all__ = ["ADE20K_150_CLASSES", "ADE20K_DOWNLOAD_URL", "ade20k_root", "load_ade20k_150",
            "register_ade20k_150"]
 
@@ -55,10 +57,6 @@ def ade20k_root() -> str:
     return os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "ADEChallengeData2016")
 
 
-def _list_stems(folder: str, ext: str) -> List[str]:
-    return sorted(os.path.splitext(f)[0] for f in os.listdir(folder) if f.lower().endswith(ext))
-
-
 def load_ade20k_150(root: str, split: str) -> List[Dict]:
     """Dataset dicts ``{"file_name", "sem_seg_file_name", "image_id", "reduce_zero_label"}`` of
     one split (``"train"`` or ``"val"``) of ``root`` = ``.../ADEChallengeData2016``, sorted by
@@ -81,25 +79,8 @@ def load_ade20k_150(root: str, split: str) -> List[Dict]:
                 f" (DETECTRON2_DATASETS={os.environ.get('DETECTRON2_DATASETS', '<unset: datasets>')}); "
                 f"download and unzip {ADE20K_DOWNLOAD_URL} there."
             )
-    images = _list_stems(image_dir, _IMAGE_EXT)
-    labels = set(_list_stems(label_dir, _LABEL_EXT))
-    if not images:
-        raise FileNotFoundError(f"no {_IMAGE_EXT} images in ADE20K folder {image_dir}")
-    missing = [s for s in images if s not in labels]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} ADE20K images in {image_dir} have no annotation in {label_dir}, e.g. "
-            f"{os.path.join(label_dir, missing[0] + _LABEL_EXT)}"
-        )
-    return [
-        {
-            "file_name": os.path.join(image_dir, stem + _IMAGE_EXT),
-            "sem_seg_file_name": os.path.join(label_dir, stem + _LABEL_EXT),
-            "image_id": stem,
-            "reduce_zero_label": True,
-        }
-        for stem in images
-    ]
+    records = pair_images_with_labels(image_dir, label_dir, (_IMAGE_EXT,), _LABEL_EXT, "ADE20K")
+    return [{**r, "reduce_zero_label": True} for r in records]
 
 
 def register_ade20k_150() -> None:

@@ -31,6 +31,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from segdet.utils.errors import ConfigError
 
+from .folders import pair_images_with_labels
+
 __all__ = ["register_sem_seg_folder", "register_coco_json", "register_declared_datasets"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
@@ -41,21 +43,6 @@ _KEYS = {
 }
 
 
-def _sem_seg_records(name: str, image_root: str, label_root: str, label_ext: str) -> List[Dict]:
-    images = sorted(f for f in os.listdir(image_root) if f.lower().endswith(IMAGE_EXTENSIONS))
-    if not images:
-        raise FileNotFoundError(f"dataset {name!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) in {image_root}")
-    records = []
-    for i, file in enumerate(images):
-        label = os.path.join(label_root, os.path.splitext(file)[0] + label_ext)
-        if not os.path.isfile(label):
-            raise FileNotFoundError(f"dataset {name!r}: no label file {label} for image "
-                                    f"{os.path.join(image_root, file)}")
-        records.append({"file_name": os.path.join(image_root, file), "sem_seg_file_name": label,
-                        "image_id": i})
-    return records
-
-
 def register_sem_seg_folder(name: str, image_root: str, label_root: str, classes: Sequence[str],
                             ignore_label: int = 255, reduce_zero_label: bool = False,
                             label_ext: str = ".png", colors: Optional[Sequence[Sequence[int]]] = None) -> None:
@@ -63,7 +50,8 @@ def register_sem_seg_folder(name: str, image_root: str, label_root: str, classes
     ``label_root/<stem><label_ext>`` (class ids, ``ignore_label`` = not scored); evaluated
     with mIoU. ``reduce_zero_label``: the labels' 0 is ignored and 1..K are the K classes."""
     image_root, label_root = os.path.abspath(image_root), os.path.abspath(label_root)
-    DatasetCatalog.register(name, lambda: _sem_seg_records(name, image_root, label_root, label_ext))
+    DatasetCatalog.register(name, lambda: pair_images_with_labels(
+        image_root, label_root, IMAGE_EXTENSIONS, label_ext, f"dataset {name!r}"))
     meta = dict(stuff_classes=list(classes), ignore_label=int(ignore_label),
                 reduce_zero_label=bool(reduce_zero_label), evaluator_type="sem_seg",
                 image_root=image_root, sem_seg_root=label_root)
@@ -119,10 +107,11 @@ def register_declared_datasets(cfg) -> List[str]:
         if kind not in _KEYS:
             raise ConfigError(f"{prefix}.TYPE: expected one of {sorted(_KEYS)}, got {kind!r}")
         required, optional = _KEYS[kind]
-        for key in sorted(required - set(spec)):
-            raise ConfigError(f"{prefix}.{key}: missing (a {kind} dataset needs {sorted(required)})")
-        for key in sorted(set(spec) - required - optional):
-            raise ConfigError(f"{prefix}.{key}: unknown key for a {kind} dataset "
+        missing, unknown = sorted(required - set(spec)), sorted(set(spec) - required - optional)
+        if missing:
+            raise ConfigError(f"{prefix}.{missing[0]}: missing (a {kind} dataset needs {sorted(required)})")
+        if unknown:
+            raise ConfigError(f"{prefix}.{unknown[0]}: unknown key for a {kind} dataset "
                               f"(known: {sorted(required | optional)})")
         classes = spec.get("CLASSES")
         if classes is not None and (not isinstance(classes, (list, tuple)) or not classes
