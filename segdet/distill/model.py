@@ -15,7 +15,7 @@ from .losses import DISTILL_LOSS_REGISTRY, DistillLoss
 from .taps import FeatureRecorder
 from .teacher import build_teacher, freeze
 
-__all__ = ["DistillationModel"]
+__all__ = ["DistillationModel", "student_config"]
 
 
 def _in_backbone(name: str) -> bool:
@@ -27,6 +27,21 @@ def _current_iter() -> Optional[int]:
         return get_event_storage().iter
     except AssertionError:  # no EventStorage outside training
         return None
+
+
+def student_config(cfg):
+    """A copy of the distillation config ``cfg`` that builds the student alone
+    (``MODEL.META_ARCHITECTURE = DISTILL.STUDENT_META_ARCHITECTURE``; left unfrozen)."""
+    from segdet.utils.errors import ConfigError
+
+    name = cfg.DISTILL.STUDENT_META_ARCHITECTURE
+    if name == "DistillationModel":
+        raise ConfigError("DISTILL.STUDENT_META_ARCHITECTURE must name the student's own "
+                          "meta-architecture, not DistillationModel")
+    student_cfg = cfg.clone()
+    student_cfg.defrost()
+    student_cfg.MODEL.META_ARCHITECTURE = name
+    return student_cfg
 
 
 @META_ARCH_REGISTRY.register()
@@ -107,13 +122,7 @@ class DistillationModel(nn.Module):
         from segdet.utils.errors import ConfigError
 
         d = cfg.DISTILL
-        if d.STUDENT_META_ARCHITECTURE == "DistillationModel":
-            raise ConfigError("DISTILL.STUDENT_META_ARCHITECTURE must name the student's own "
-                              "meta-architecture, not DistillationModel")
-        student_cfg = cfg.clone()
-        student_cfg.defrost()
-        student_cfg.MODEL.META_ARCHITECTURE = d.STUDENT_META_ARCHITECTURE
-        student = build_model(student_cfg)
+        student = build_model(student_config(cfg))
 
         teacher_cfg = load_config(d.TEACHER.CONFIG_FILE, list(d.TEACHER.OPTS) + ["MODEL.DEVICE", cfg.MODEL.DEVICE])
         teacher, teacher_cfg = build_teacher(teacher_cfg, d.TEACHER.WEIGHTS, trust_pickle=cfg.MODEL.TRUST_PICKLE)

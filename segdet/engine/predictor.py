@@ -1,0 +1,108 @@
+"""Inference on images that are not in a dataset: any segdet / detectron2 model from its config.
+
+:class:`Predictor` is detectron2's ``DefaultPredictor`` for segdet: it builds the model of a
+config (the student alone for a ``DistillationModel`` config), loads ``MODEL.WEIGHTS``
+strictly, applies the config's test-time resize (the dataset mapper's, so predictions match
+what evaluation sees) and returns the model's outputs at each image's own size. Unlike
+``DefaultPredictor`` it takes a batch of images, in RGB order.
+"""
+import logging
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+
+from .checkpoint_io import SafeCheckpointer
+
+__all__ = ["Predictor", "StudentWeightsCheckpointer", "inference_config", "fuse_for_inference"]
+
+logger = logging.getLogger(__name__)
+
+_STUDENT_PREFIX = "student."
+
+
+def inference_config(cfg):
+    """The config whose model is run at inference: ``cfg`` itself, or for a distillation config
+    the student's (:func:`segdet.distill.student_config`), frozen."""
+    if cfg.MODEL.META_ARCHITECTURE == "DistillationModel":
+        from segdet.distill import student_config
+
+        cfg = student_config(cfg)
+    else:
+        cfg = cfg.clone()
+    cfg.freeze()
+    return cfg
+
+
+class StudentWeightsCheckpointer(SafeCheckpointer):
+    """:class:`SafeCheckpointer` for a student model that also reads the checkpoints of a whole
+    ``DistillationModel`` run (``model_final.pth``): their ``student.*`` weights are loaded, the
+    distillation modules' weights dropped. A student's own file (``model_student_final.pth``)
+    loads as it is."""
+
+    def _load_file(self, filename: str):
+        checkpoint = super()._load_file(filename)
+        weights = checkpoint.get("model", {})
+        if any(k.startswith(_STUDENT_PREFIX) for k in weights):
+            checkpoint["model"] = {k[len(_STUDENT_PREFIX):]: v for k, v in weights.items()
+                                   if k.startswith(_STUDENT_PREFIX)}
+            logger.info(f"{filename}: a distillation checkpoint; loading its student weights")
+        return checkpoint
+
+
+def fuse_for_inference(model: torch.nn.Module) -> int:
+    """Fuse (fold BatchNorm into convolutions, ...) every submodule that offers
+    ``fuse_for_inference()``, in place; ``model`` must be in eval mode. Returns the number of
+    fused modules in ``model`` afterwards (0: the model has no fused path)."""
+    for module in list(model.modules()):  # a parent's fuse also fuses (or replaces) its children
+        if hasattr(module, "fuse_for_inference") and not getattr(module, "is_fused", False):
+            module.fuse_for_inference()
+    return sum(bool(getattr(m, "is_fused", False)) for m in model.modules())
+
+
+class Predictor:
+    """Runs the model of ``cfg`` on RGB images.
+
+    Args:
+        cfg: a segdet config (``load_config``); ``MODEL.WEIGHTS`` is loaded strictly (every
+            parameter must be in the file, with its shape).
+        fuse: use the fused inference path where the model has one (CGRSeg).
+
+    Call with a list of (H, W, 3) uint8 RGB arrays; returns one dict per image, the model's
+    outputs at that image's size: ``"instances"`` (detectors) and/or ``"sem_seg"`` (K, H, W)
+    scores (segmentors), on the CPU.
+    """
+
+    def __init__(self, cfg, fuse: bool = False):
+        from .trainer import build_mapper
+
+        self.cfg = inference_config(cfg)
+        self.model = build_model(self.cfg).eval()
+        checkpointer = StudentWeightsCheckpointer(self.model, trust_pickle=self.cfg.MODEL.TRUST_PICKLE, strict=True)
+        checkpointer.load(self.cfg.MODEL.WEIGHTS)
+        self.fused = fuse_for_inference(self.model) if fuse else 0
+        if fuse and not self.fused:
+            logger.warning(f"{self.cfg.MODEL.META_ARCHITECTURE} has no fused inference path; --fuse does nothing")
+        # The test mapper's resize (detection: shortest edge; semantic: keep-ratio into a scale).
+        self.augmentations = build_mapper(self.cfg, is_train=False).augmentations  # an AugmentationList
+        self.input_format = self.cfg.INPUT.FORMAT
+
+    def model_input(self, image: np.ndarray) -> Dict:
+        """One (H, W, 3) uint8 RGB image -> the model's input dict (resized, in INPUT.FORMAT)."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"Predictor: expected an (H, W, 3) RGB image, got shape {image.shape}")
+        if self.input_format == "BGR":
+            image = image[:, :, ::-1]
+        height, width = image.shape[:2]
+        aug_input = T.AugInput(np.ascontiguousarray(image))
+        self.augmentations(aug_input)
+        tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        return {"image": tensor, "height": height, "width": width}
+
+    @torch.inference_mode()
+    def __call__(self, images: Sequence[np.ndarray]) -> List[Dict]:
+        outputs = self.model([self.model_input(image) for image in images])
+        return [{k: v.to("cpu") for k, v in out.items()} for out in outputs]
