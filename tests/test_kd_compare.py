@@ -69,6 +69,16 @@ def test_plan_arms_runs_and_opts(tmp_path):
     assert runner.train_net_command(psd)[:3] == ["--config-file", os.path.abspath(DSD), "--resume"]
 
 
+def test_plan_teacher_opts_apply_to_the_teacher_alone_and_last(tmp_path):
+    p = _plan(tmp_path, seeds=[1], max_iter=7, teacher_opts=["SOLVER.MAX_ITER", "30", "SOLVER.BASE_LR", "0.01"])
+    assert _opt(p.teacher_run, "SOLVER.MAX_ITER") == "30" and _opt(p.teacher_run, "SOLVER.BASE_LR") == "0.01"
+    assert all(_opt(r, "SOLVER.MAX_ITER") == "7" and "SOLVER.BASE_LR" not in r.opts for r in p.runs[1:])
+    with pytest.raises(ConfigError, match="--teacher-opts: SEED is set by kd_compare"):
+        _plan(tmp_path, seeds=[1], teacher_opts=["SEED", "3"])
+    with pytest.raises(ConfigError, match="the teacher's config"):
+        _plan(tmp_path, seeds=[1], teacher_opts=["SOLVER.NOPE", "3"])
+
+
 def test_plan_loss_weights_follow_their_loss(tmp_path):
     p = _plan(tmp_path, seeds=[0], opts=NO_WEIGHTS + ["DISTILL.LOSS_WEIGHTS", "(0.5, 2.0)"])
     assert _opt(p.runs_of("csd")[0], "DISTILL.LOSS_WEIGHTS") == "(2.0,)"

@@ -38,6 +38,7 @@ and <arm>/seed<N>/ (each run: checkpoints, metrics.json, eval_results.json, kd_c
 """
 import argparse
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: the configs'; 0 = final evaluation only)")
     parser.add_argument("--teacher-weights", metavar="FILE",
                         help="trained teacher weights: the teacher is evaluated, not trained")
+    parser.add_argument("--teacher-opts", default="", metavar="'KEY VALUE ...'",
+                        help="overrides for the teacher's run only, in one quoted string, applied last, e.g. "
+                             "'SOLVER.MAX_ITER 450 SOLVER.STEPS (360,420)' (a teacher trained longer)")
     parser.add_argument("--register", action="append", default=[], metavar="SPEC",
                         help="MODULE, path/to/file.py, or either with :FUNCTION: imported (and FUNCTION() "
                              "called) in every training process before training, to register datasets; "
@@ -117,7 +121,8 @@ def run_comparison(args) -> dict:
     for spec in args.register:  # fails early, and the parent sees the same datasets
         apply_register(spec)
     plan = build_plan(args.config_file, args.opts, args.seeds, args.output_dir, max_iter=args.max_iter,
-                      eval_period=args.eval_period, arms=args.arms, teacher_weights=args.teacher_weights)
+                      eval_period=args.eval_period, arms=args.arms, teacher_weights=args.teacher_weights,
+                      teacher_opts=shlex.split(args.teacher_opts))
     out = os.path.abspath(args.output_dir)
     commands = [train_net_command(r, args.num_gpus, args.trust_pickle, args.threads) for r in plan.runs]
     for run, command in zip(plan.runs, commands):

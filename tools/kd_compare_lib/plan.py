@@ -56,6 +56,7 @@ class Plan:
     teacher_source: str  # "given" (--teacher-weights), "config" (DISTILL.TEACHER.WEIGHTS), "trained"
     teacher_run: Optional[Run]
     runs: List[Run] = field(default_factory=list)  # the teacher's first, then seed by seed
+    teacher_opts: List[str] = field(default_factory=list)  # --teacher-opts
 
     def runs_of(self, arm: str) -> List[Run]:
         return [r for r in self.runs if r.arm == arm]
@@ -110,9 +111,12 @@ def _select(requested: Optional[Sequence[str]], comparison_arms: List[str]) -> T
 
 def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int], output_dir: str,
                max_iter: Optional[int] = None, eval_period: Optional[int] = None,
-               arms: Optional[Sequence[str]] = None, teacher_weights: Optional[str] = None) -> Plan:
+               arms: Optional[Sequence[str]] = None, teacher_weights: Optional[str] = None,
+               teacher_opts: Sequence[str] = ()) -> Plan:
     """Check the distillation config and every arm's config (without building a model) and list
     the runs, each in ``output_dir/<arm>/seed<seed>`` (the teacher in ``output_dir/teacher/...``).
+    ``teacher_opts`` (KEY VALUE ...) apply to the teacher's run only, after everything else (e.g. a
+    longer schedule for the teacher than ``max_iter``).
 
     Raises:
         ConfigError: a missing or invalid config (the distillation config, an arm's, the teacher's),
@@ -126,6 +130,12 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
         if key in TOOL_KEYS:
             raise ConfigError(f"{key} is set by kd_compare for every run; use {TOOL_KEYS[key]} instead of "
                               f"the override {key}")
+    teacher_opts = [str(o) for o in teacher_opts]
+    if len(teacher_opts) % 2:
+        raise ConfigError(f"--teacher-opts must be KEY VALUE pairs, got {teacher_opts}")
+    for key in teacher_opts[::2]:
+        if key in TOOL_KEYS:
+            raise ConfigError(f"--teacher-opts: {key} is set by kd_compare for every run; use {TOOL_KEYS[key]}")
     seeds = [int(s) for s in seeds]
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds: expected distinct non-negative integers, got {seeds}")
@@ -176,11 +186,13 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
         run_dir = os.path.join(output_dir, "teacher", f"seed{seeds[0]}")
         weights = os.path.join(run_dir, "model_final.pth")
         if report_teacher or len(chosen) > ("student" in chosen):
-            teacher_run = Run("teacher", seeds[0], teacher_config, tuple(t_opts + tool_opts(run_dir, seeds[0])), run_dir)
+            teacher_run = Run("teacher", seeds[0], teacher_config,
+                              tuple(t_opts + tool_opts(run_dir, seeds[0]) + teacher_opts), run_dir)
     if source != "trained" and report_teacher:
         run_dir = os.path.join(output_dir, "teacher", "eval")
         teacher_run = Run("teacher", None, teacher_config,
-                          tuple(t_opts + ["MODEL.WEIGHTS", weights] + tool_opts(run_dir, None)), run_dir, eval_only=True)
+                          tuple(t_opts + ["MODEL.WEIGHTS", weights] + tool_opts(run_dir, None) + teacher_opts), run_dir,
+                          eval_only=True)
     if teacher_run is not None:  # a bad teacher override: one line, now
         try:
             load_config(teacher_config, list(teacher_run.opts))
@@ -205,4 +217,4 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
     return Plan(config_file=config_file, seeds=seeds, arms=chosen,
                 losses={a: ([] if a == "student" else list(arm_losses[a])) for a in chosen},
                 teacher_config=teacher_config, teacher_weights=weights, teacher_source=source,
-                teacher_run=teacher_run, runs=runs)
+                teacher_run=teacher_run, runs=runs, teacher_opts=teacher_opts)

@@ -123,7 +123,7 @@ def summarize(plan: Plan, overrides: Sequence[str] = (), max_iter: Optional[int]
                      "s_per_iter": statistics.median(times) if times else None,
                      "losses": plan.losses[arm], "run_dirs": [r.run_dir for r in runs]}
     teacher = {"value": None, "weights": plan.teacher_weights, "source": plan.teacher_source,
-               "config_file": plan.teacher_config}
+               "config_file": plan.teacher_config, "opts": list(plan.teacher_opts)}
     if plan.teacher_run is not None:
         teacher["value"] = metric_of(plan.teacher_run)
         teacher["run_dir"] = plan.teacher_run.run_dir
