@@ -36,6 +36,7 @@ def add_segdet_config(cfg: CN) -> CN:
     _add_ssa_config(cfg)
     _add_distill_config(cfg)
     _add_checkpoint_config(cfg)
+    _add_best_checkpoint_config(cfg)
     return cfg
 
 
@@ -326,3 +327,16 @@ def _add_checkpoint_config(cfg: CN) -> None:
     # Only for files of trusted origin (tools/train_net.py --trust-pickle sets it); otherwise
     # convert them once with tools/convert_d2_pkl.py.
     cfg.MODEL.TRUST_PICKLE = False
+
+
+def _add_best_checkpoint_config(cfg: CN) -> None:
+    # Keep OUTPUT_DIR/model_best.pth: the weights of the evaluation (every TEST.EVAL_PERIOD
+    # iterations, which must then be > 0, and at the end) with the best METRIC so far.
+    cfg.SOLVER.BEST_CHECKPOINT = CN()
+    cfg.SOLVER.BEST_CHECKPOINT.ENABLED = False
+    # The metric's name as in metrics.json, e.g. "bbox/AP50" ("<dataset>/bbox/AP50" when
+    # DATASETS.TEST has several sets). "" = the first test set's main metric: "bbox/AP" (coco) or
+    # "sem_seg/mIoU" (sem_seg).
+    cfg.SOLVER.BEST_CHECKPOINT.METRIC = ""
+    # "max": higher is better; "min": lower is better.
+    cfg.SOLVER.BEST_CHECKPOINT.MODE = "max"

@@ -10,6 +10,7 @@ import torch
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data.build import _train_loader_from_config
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine.hooks import EvalHook
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.modeling import build_model
 from detectron2.utils import comm
@@ -17,6 +18,7 @@ from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
 
 from segdet.utils.errors import TrainingDivergedError
 
+from .best_checkpoint import build_best_checkpointer
 from .checkpoint import AtomicCheckpointer
 from .ddp import create_ddp_model
 from .distill_timer import find_distillation_model
@@ -238,4 +240,8 @@ class Trainer(DefaultTrainer):
             inner = getattr(self.model, "module", self.model)
             if hasattr(inner, "export_student_state_dict"):
                 hooks.insert(-1, StudentExportHook(self.cfg.OUTPUT_DIR))
+            if self.cfg.SOLVER.BEST_CHECKPOINT.ENABLED:  # after the EvalHook, whose results it reads
+                evaluation = next(i for i, hook in enumerate(hooks) if isinstance(hook, EvalHook))
+                teacher_evaluated = self.cfg.DISTILL.EVAL_TEACHER and getattr(inner, "teacher", None) is not None
+                hooks.insert(evaluation + 1, build_best_checkpointer(self.cfg, self.checkpointer, teacher_evaluated))
         return hooks

@@ -114,6 +114,7 @@ RULES: Dict[str, Any] = {
     "SOLVER.REFERENCE_WORLD_SIZE": NON_NEGATIVE_INT,
     "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": OneOf("value", "norm"),
     "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": POSITIVE,
+    "SOLVER.BEST_CHECKPOINT.MODE": OneOf("max", "min"),
     # evaluation
     "TEST.EVAL_PERIOD": NON_NEGATIVE_INT,
     "TEST.DETECTIONS_PER_IMAGE": POSITIVE_INT,
@@ -179,11 +180,15 @@ def _flatten(node: CfgNode, prefix: str = "") -> Dict[str, Any]:
 
 
 def _cross_key_problems(flat: Dict[str, Any]) -> List[str]:
+    problems = []
     mean, std = flat.get("MODEL.PIXEL_MEAN"), flat.get("MODEL.PIXEL_STD")
     if isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple)) and len(mean) != len(std):
-        return [f"MODEL.PIXEL_MEAN {list(mean)} and MODEL.PIXEL_STD {list(std)}: expected the same "
-                "number of values (one per input channel)"]
-    return []
+        problems.append(f"MODEL.PIXEL_MEAN {list(mean)} and MODEL.PIXEL_STD {list(std)}: expected the same "
+                        "number of values (one per input channel)")
+    if flat.get("SOLVER.BEST_CHECKPOINT.ENABLED") and flat.get("TEST.EVAL_PERIOD") == 0:
+        problems.append("SOLVER.BEST_CHECKPOINT.ENABLED True with TEST.EVAL_PERIOD = 0: expected TEST.EVAL_PERIOD "
+                        "> 0 (the best checkpoint is chosen among the periodic evaluations)")
+    return problems
 
 
 def config_problems(cfg: CfgNode, rules: Optional[Dict[str, Any]] = None) -> List[str]:
