@@ -1,4 +1,4 @@
-"""tools/visualize_data.py on the sample data: file count and sizes, boxes and label colours where
+"""tools/visualize_data.py on synthetic data: file count and sizes, boxes and label colours where
 the ground truth is, the dataloader picture equal to the annotation picture when the
 augmentations are the identity (images read in BGR), ignore pixels black, and clear errors."""
 import json
@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 from detectron2.utils.colormap import colormap
 
 from _tools import REPO_ROOT, load_tool, one_error_line
+from segdet.utils.synthetic import register_synthetic_datasets
 
 TREES = os.path.join(REPO_ROOT, "configs/Samples/faster_rcnn_mnv2_fpn_trees.yaml")
 STREET = os.path.join(REPO_ROOT, "configs/Samples/semseg_fpn_mnv2_street.yaml")
@@ -22,6 +23,13 @@ SEM_SEG_IDENTITY = ["INPUT.SEM_SEG.RESIZE_RATIO_RANGE", "(1.0, 1.0)", "INPUT.CRO
                     "INPUT.SEM_SEG.FLIP_PROB", "0.0", "INPUT.SEM_SEG.PHOTOMETRIC_DISTORTION", "False",
                     "INPUT.FORMAT", "BGR"]
 PALETTE = colormap(rgb=True, maximum=255)
+# the sample configs on the synthetic sets (128x96 images), without the ImageNet weights file
+DET_OPTS = ["MODEL.MOBILENET_V2.WEIGHTS", "", "DATASETS.TRAIN", "('synthetic_det_train',)",
+            "DATASETS.TEST", "('synthetic_det_val',)"]
+SEG_OPTS = ["MODEL.MOBILENET_V2.WEIGHTS", "", "DATASETS.TRAIN", "('synthetic_sem_seg_train',)",
+            "DATASETS.TEST", "('synthetic_sem_seg_val',)", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3",
+            "INPUT.SEM_SEG.RESIZE_SCALE", "(256, 192)", "INPUT.CROP.SIZE", "(64, 64)",
+            "INPUT.SEM_SEG.TEST_RESIZE_SCALE", "(256, 128)"]
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +37,16 @@ def tool():
     return load_tool("visualize_data")
 
 
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    register_synthetic_datasets(str(root))
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _in_repo_root(monkeypatch):
-    monkeypatch.chdir(REPO_ROOT)  # the sample data lie under ./datasets
+    monkeypatch.chdir(REPO_ROOT)  # the configs' relative paths resolve from the checkout
 
 
 def visualize(tool, out, config, source, *opts, n=2, split="train"):
@@ -65,35 +80,38 @@ def assert_boxes_drawn(picture, d):
     assert far.sum() > 1000 and np.mean(diff[far] <= 2) > 0.95
 
 
-def test_detection_annotation_and_dataloader(tool, tmp_path):
-    train = records("segdet_trees_train")
-    drawn = visualize(tool, tmp_path / "annotation", TREES, "annotation")
+def test_detection_annotation_and_dataloader(tool, tmp_path, data):
+    train = records("synthetic_det_train")
+    drawn = visualize(tool, tmp_path / "annotation", TREES, "annotation", *DET_OPTS)
     assert list(drawn) == list(train)[:2]
     for stem, picture in drawn.items():
         d = train[stem]
-        assert picture.shape == (d["height"], d["width"], 3)
+        assert picture.shape == (d["height"], d["width"], 3) == (96, 128, 3)
         assert_boxes_drawn(picture, d)
 
-    drawn = visualize(tool, tmp_path / "dataloader", TREES, "dataloader")
+    drawn = visualize(tool, tmp_path / "dataloader", TREES, "dataloader", *DET_OPTS,
+                      "INPUT.MIN_SIZE_TRAIN", "(64, 96, 128)")
     assert len(drawn) == 2 and set(drawn) <= set(train)
-    for picture in drawn.values():  # ResizeShortestEdge to one of MIN_SIZE_TRAIN (tiles are 400x400)
-        assert picture.shape[0] == picture.shape[1] in (352, 384, 416, 448)
+    for picture in drawn.values():  # ResizeShortestEdge to one of MIN_SIZE_TRAIN (images are 128x96)
+        assert picture.shape[:2] in ((64, 85), (96, 128), (128, 171))
 
 
-def test_detection_dataloader_with_identity_augmentation_draws_the_annotation(tool, tmp_path):
-    val = ["DATASETS.TRAIN", "('segdet_trees_val',)"]
+def test_detection_dataloader_with_identity_augmentation_draws_the_annotation(tool, tmp_path, data):
+    val = [*DET_OPTS, "DATASETS.TRAIN", "('synthetic_det_val',)"]
     expected = visualize(tool, tmp_path / "annotation", TREES, "annotation", *val, n=20)
-    drawn = visualize(tool, tmp_path / "dataloader", TREES, "dataloader", *val, *TREES_IDENTITY)
+    assert len(expected) == len(records("synthetic_det_val"))
+    drawn = visualize(tool, tmp_path / "dataloader", TREES, "dataloader", *val, *TREES_IDENTITY,
+                      "INPUT.MIN_SIZE_TRAIN", "(96,)")
     assert len(drawn) == 2
     for stem, picture in drawn.items():
         assert picture.shape == expected[stem].shape
         assert np.abs(picture.astype(np.int16) - expected[stem]).max(axis=2).mean() < 0.5
 
 
-def label_colour_check(picture, image, label, colours, alpha=0.5):
-    """For each class k in ``label`` (H, W): the median drawn colour of its pixels away from the
-    class's border is the blend (1 - alpha) * image + alpha * colours[k], within 6 levels."""
-    for k in np.unique(label):
+def label_colour_check(picture, image, label, colours, alpha=0.5, ignore=None):
+    """For each class k in ``label`` (H, W) (but ``ignore``): the median drawn colour of its pixels
+    away from the class's border is the blend (1 - alpha) * image + alpha * colours[k], within 6 levels."""
+    for k in np.unique(label[label != ignore]):
         inside = label == k
         for axis in (0, 1):  # erode by 8 px: the outline is drawn on the border
             for shift in range(-8, 9):
@@ -102,29 +120,59 @@ def label_colour_check(picture, image, label, colours, alpha=0.5):
         assert np.median(np.abs(picture[inside].astype(float) - expected).max(axis=1)) <= 6, k
 
 
-def test_sem_seg_annotation_and_dataloader(tool, tmp_path):
-    train, meta = records("segdet_street_sem_seg_train"), MetadataCatalog.get("segdet_street_sem_seg_train")
-    drawn = visualize(tool, tmp_path / "annotation", STREET, "annotation")
+def test_sem_seg_annotation_and_dataloader(tool, tmp_path, data):
+    """The synthetic labels have no stuff_colors (detectron2's palette) and an ignored (255) top
+    border, drawn black."""
+    train, val = records("synthetic_sem_seg_train"), records("synthetic_sem_seg_val")
+    drawn = visualize(tool, tmp_path / "annotation", STREET, "annotation", *SEG_OPTS)
     assert list(drawn) == list(train)[:2]
     for stem, picture in drawn.items():
         d = train[stem]
         assert picture.shape == (d["height"], d["width"], 3)
         label = np.asarray(Image.open(d["sem_seg_file_name"]))
-        label_colour_check(picture, raw_image(d), label, meta.stuff_colors)
+        ignored = label == 255
+        assert ignored.any() and (picture[ignored] == 0).all()
+        assert set(np.unique(label[~ignored])) == {0, 1, 2}
+        # the background's tint; at 128x96 the class names drawn in the small rectangles and disks
+        # cover much of them: all three classes are checked on the 8x identity loader below
+        label_colour_check(picture, raw_image(d), np.where(label == 0, 0, 255), PALETTE, ignore=255)
 
-    drawn = visualize(tool, tmp_path / "dataloader", STREET, "dataloader")
+    drawn = visualize(tool, tmp_path / "dataloader", STREET, "dataloader", *SEG_OPTS)
     assert len(drawn) == 2 and set(drawn) <= set(train)
-    assert all(picture.shape == (256, 256, 3) for picture in drawn.values())  # INPUT.CROP.SIZE
+    assert all(picture.shape == (64, 64, 3) for picture in drawn.values())  # INPUT.CROP.SIZE
 
-    (picture,) = visualize(tool, tmp_path / "test", STREET, "dataloader", split="test").values()  # 1 val image
-    assert picture.shape == (512, 909, 3)  # 1000x563 keep-ratio resized into TEST_RESIZE_SCALE (1024, 512)
+    # the test loader: DATASETS.TEST in order, keep-ratio resized into TEST_RESIZE_SCALE, no labels drawn
+    test = visualize(tool, tmp_path / "test", STREET, "dataloader", *SEG_OPTS, split="test")
+    assert list(test) == list(val)[:2]
+    assert all(picture.shape == (128, 171, 3) for picture in test.values())  # 128x96 into (256, 128)
+    test = visualize(tool, tmp_path / "test_identity", STREET, "dataloader", *SEG_OPTS,
+                     "INPUT.SEM_SEG.TEST_RESIZE_SCALE", "(128, 96)", split="test")
+    for stem, picture in test.items():
+        assert np.abs(picture.astype(np.int16) - raw_image(val[stem])).max(axis=2).mean() < 0.5
+        assert np.abs(picture.astype(np.int16) - raw_image(train[stem])).max(axis=2).mean() > 10
 
-    expected = visualize(tool, tmp_path / "annotation_all", STREET, "annotation", n=4)
-    drawn = visualize(tool, tmp_path / "identity", STREET, "dataloader", *SEM_SEG_IDENTITY,
-                      "INPUT.SEM_SEG.RESIZE_SCALE", "(1000, 563)")
+    expected = visualize(tool, tmp_path / "annotation_all", STREET, "annotation", *SEG_OPTS, n=8)
+    drawn = visualize(tool, tmp_path / "identity", STREET, "dataloader", *SEG_OPTS, *SEM_SEG_IDENTITY,
+                      "INPUT.SEM_SEG.RESIZE_SCALE", "(128, 96)")
+    assert len(drawn) == 2
     for stem, picture in drawn.items():
         assert picture.shape == expected[stem].shape
         assert np.abs(picture.astype(np.int16) - expected[stem]).max(axis=2).mean() < 0.5
+        assert (picture[:2] == 0).all()  # the ignored border, black after the mapper too
+
+    # the identity loader at 8x (the class names small in every region): every class tinted over the
+    # resized image (as the test loader gives it, unlabelled), ignore pixels black
+    big = [*SEG_OPTS, *SEM_SEG_IDENTITY, "INPUT.SEM_SEG.RESIZE_SCALE", "(1024, 768)",
+           "INPUT.SEM_SEG.TEST_RESIZE_SCALE", "(1024, 768)", "DATASETS.TEST", "('synthetic_sem_seg_train',)"]
+    drawn = visualize(tool, tmp_path / "identity_8x", STREET, "dataloader", *big)
+    resized = visualize(tool, tmp_path / "test_8x", STREET, "dataloader", *big, n=8, split="test")
+    assert len(drawn) == 2
+    for stem, picture in drawn.items():
+        assert picture.shape == resized[stem].shape == (768, 1024, 3)
+        label = np.asarray(Image.open(train[stem]["sem_seg_file_name"])).repeat(8, axis=0).repeat(8, axis=1)
+        assert (picture[label == 255] == 0).all()
+        assert set(np.unique(label)) == {0, 1, 2, 255}
+        label_colour_check(picture, resized[stem], label, PALETTE, ignore=255)
 
 
 def test_reduce_zero_label_and_ignore_pixels(tool, tmp_path):
