@@ -37,6 +37,7 @@ def add_segdet_config(cfg: CN) -> CN:
     _add_distill_config(cfg)
     _add_checkpoint_config(cfg)
     _add_best_checkpoint_config(cfg)
+    _add_coco_eval_config(cfg)
     return cfg
 
 
@@ -340,3 +341,10 @@ def _add_best_checkpoint_config(cfg: CN) -> None:
     cfg.SOLVER.BEST_CHECKPOINT.METRIC = ""
     # "max": higher is better; "min": lower is better.
     cfg.SOLVER.BEST_CHECKPOINT.MODE = "max"
+
+
+def _add_coco_eval_config(cfg: CN) -> None:
+    # What computes COCO AP (segdet/evaluation/coco_evaluation.py): "faster_coco_eval" (its C++
+    # COCOeval_faster: the same numbers, faster), "pycocotools" (detectron2's evaluator as it is),
+    # or "auto": faster-coco-eval when it is installed, else pycocotools.
+    cfg.TEST.COCO_EVAL_IMPL = "auto"

@@ -11,7 +11,7 @@ from detectron2.data import MetadataCatalog, build_detection_test_loader, build_
 from detectron2.data.build import _train_loader_from_config
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.engine.hooks import EvalHook
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.evaluation import DatasetEvaluators
 from detectron2.modeling import build_model
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
@@ -152,7 +152,9 @@ class Trainer(DefaultTrainer):
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
         if evaluator_type == "coco":
-            evaluators = [COCOEvaluator(dataset_name, output_dir=output_folder)]
+            from segdet.evaluation.coco_evaluation import SegdetCOCOEvaluator
+
+            evaluators = [SegdetCOCOEvaluator(dataset_name, output_dir=output_folder, impl=cfg.TEST.COCO_EVAL_IMPL)]
         elif evaluator_type == "sem_seg":
             from segdet.evaluation.sem_seg_evaluation import SegdetSemSegEvaluator
 

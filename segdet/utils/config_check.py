@@ -121,6 +121,7 @@ RULES: Dict[str, Any] = {
     "TEST.VIS_NUM_IMAGES": NON_NEGATIVE_INT,
     "TEST.VIS_SCORE_THRESH": FRACTION,
     "TEST.VIS_TOPK": NON_NEGATIVE_INT,
+    "TEST.COCO_EVAL_IMPL": OneOf("auto", "faster_coco_eval", "pycocotools"),
     "TEST.SEM_SEG.MODE": OneOf("whole", "slide"),
     "TEST.SEM_SEG.CROP_SIZE": SIZE_PAIR,
     "TEST.SEM_SEG.STRIDE": SIZE_PAIR,
