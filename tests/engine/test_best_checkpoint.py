@@ -26,8 +26,8 @@ SEM_SEG_OPTS = [
 ]
 
 
-def _args(output_dir, opts, eval_only=False):
-    return Namespace(config_file=SEM_SEG, resume=False, eval_only=eval_only, eval_teacher=False, num_gpus=1,
+def _args(output_dir, opts, eval_only=False, resume=False):
+    return Namespace(config_file=SEM_SEG, resume=resume, eval_only=eval_only, eval_teacher=False, num_gpus=1,
                      num_machines=1, machine_rank=0, dist_url="auto",
                      opts=SEM_SEG_OPTS + ["OUTPUT_DIR", str(output_dir), *opts])
 
@@ -35,15 +35,13 @@ def _args(output_dir, opts, eval_only=False):
 def test_model_best_is_the_best_recorded_evaluation(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     data, out = str(tmp_path / "data"), tmp_path / "run"
-    train_net_main_with_synthetic_data(_args(out, [
-        "SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "2", "SOLVER.BEST_CHECKPOINT.ENABLED", "True"]), data)
-    evaluations = [(m["sem_seg/mIoU"], m["iteration"])
-                   for m in map(json.loads, (out / "metrics.json").read_text().splitlines()) if "sem_seg/mIoU" in m]
+    opts = ["TEST.EVAL_PERIOD", "2", "SOLVER.BEST_CHECKPOINT.ENABLED", "True"]
+    train_net_main_with_synthetic_data(_args(out, ["SOLVER.MAX_ITER", "4", *opts]), data)
+    evaluations = _evaluations(out / "metrics.json")
     assert [it for _, it in evaluations] == [1, 4]  # after iteration 2, and the final one
-    best_value = max(value for value, _ in evaluations)
-    best_iteration = next(it for value, it in evaluations if value == best_value)  # the first of a tie
+    best_value, best_iteration = _best(evaluations)
 
-    best = torch.load(out / "model_best.pth", weights_only=False)
+    best = torch.load(out / "model_best.pth", weights_only=True, mmap=True)  # as a resume reads it
     assert best["iteration"] == best_iteration
     assert best["best_metric"] == {"sem_seg/mIoU": pytest.approx(best_value, abs=1e-9)}
     assert (out / "last_checkpoint").read_text() == "model_final.pth"  # --resume never picks model_best
@@ -52,6 +50,25 @@ def test_model_best_is_the_best_recorded_evaluation(tmp_path, monkeypatch):
     again = train_net_main_with_synthetic_data(
         _args(tmp_path / "eval", ["MODEL.WEIGHTS", str(out / "model_best.pth")], eval_only=True), data)
     assert again["sem_seg"]["mIoU"] == pytest.approx(best_value, abs=1e-6)
+
+    # a resumed run keeps the best of all its evaluations, before and after the resume
+    # (the resume drops the final evaluation's entry, logged at iteration 4, from metrics.json)
+    train_net_main_with_synthetic_data(_args(out, ["SOLVER.MAX_ITER", "8", *opts], resume=True), data)
+    resumed = [(v, it) for v, it in _evaluations(out / "metrics.json") if it >= 4]
+    assert [it for _, it in resumed] == [5, 8]
+    assert torch.load(out / "model_best.pth", weights_only=True)["iteration"] == _best(evaluations + resumed)[1]
+
+
+def _evaluations(metrics_json):
+    """(mIoU, iteration) of each evaluation recorded in ``metrics_json``."""
+    return [(m["sem_seg/mIoU"], m["iteration"]) for m in map(json.loads, metrics_json.read_text().splitlines())
+            if "sem_seg/mIoU" in m]
+
+
+def _best(evaluations):
+    """The best (value, iteration), the first of a tie (BestCheckpointer saves only on improvement)."""
+    value = max(v for v, _ in evaluations)
+    return value, next(it for v, it in evaluations if v == value)
 
 
 class _Trainer(SimpleNamespace):
