@@ -1,4 +1,4 @@
-"""Input data checks: 16/32-bit grayscale images, label ids >= the class count,
+"""Input data checks: 16/32-bit grayscale, 1-channel, RGBA and palette images, label ids >= the class count,
 negative-size boxes, empty datasets."""
 import numpy as np
 import pytest
@@ -58,6 +58,27 @@ def test_8bit_images_are_read_as_before(tmp_path):
     for fmt in ("RGB", "BGR", "L"):
         np.testing.assert_array_equal(read_image_checked(str(tmp_path / "rgb.png"), fmt),
                                       read_image(str(tmp_path / "rgb.png"), fmt))
+
+
+def test_1channel_rgba_and_palette_images_are_read_as_rgb(tmp_path):
+    """The documented rule: 1-channel -> the value in R, G and B; RGBA -> RGB with the alpha
+    dropped (not blended); palette -> the palette's colours."""
+    rng = np.random.default_rng(1)
+    gray = rng.integers(0, 256, (5, 7), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (5, 7, 4), dtype=np.uint8)
+    rgba[0, 0, 3] = 0  # a transparent pixel keeps its colour
+    Image.fromarray(gray, mode="L").save(tmp_path / "gray.png")
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    palette = np.array([[10, 20, 30], [200, 100, 0], [0, 255, 128]], dtype=np.uint8)
+    indices = rng.integers(0, 3, (5, 7), dtype=np.uint8)
+    pal = Image.fromarray(indices, mode="P")
+    pal.putpalette(palette.ravel().tolist())
+    pal.save(tmp_path / "pal.png")
+
+    np.testing.assert_array_equal(read_image_checked(str(tmp_path / "gray.png"), "RGB"), np.stack([gray] * 3, axis=2))
+    np.testing.assert_array_equal(read_image_checked(str(tmp_path / "rgba.png"), "RGB"), rgba[:, :, :3])
+    np.testing.assert_array_equal(read_image_checked(str(tmp_path / "rgba.png"), "BGR"), rgba[:, :, 2::-1])
+    np.testing.assert_array_equal(read_image_checked(str(tmp_path / "pal.png"), "RGB"), palette[indices])
 
 
 def test_detection_mapper_reads_16bit_images(tmp_path):
