@@ -7,7 +7,7 @@ a distillation config (its run's model_final.pth or model_student_final.pth as M
 Examples:
   # a folder of images with the sample detector trained by `make demo`
   python tools/predict.py --config-file configs/Samples/faster_rcnn_mnv2_fpn_trees.yaml \\
-      --input my_photos/ --output output/predict/trees MODEL.WEIGHTS output/demo/detection/model_final.pth
+      --input my_photos/ --output output/predict/trees MODEL.WEIGHTS output/demo/detection/student/seed1/model_final.pth
 
   # files and globs with a CGRSeg segmentor, its fused inference path, 4 images a batch
   python tools/predict.py --config-file projects/CGRSeg/configs/Samples/cgrseg_t_street.yaml --fuse \\
