@@ -97,9 +97,10 @@ class _RelativeBiasMixin(InferenceFusable):
 
     def attention_bias(self, nq: int, nk: int) -> torch.Tensor:
         """Bias (1, heads, nq, nk) for nq queries and nk keys (cached in eval mode unless a
-        gradient to the table is needed)."""
+        gradient to the table is needed, or the forward is traced by torch.export / compile:
+        then the bias is part of the graph)."""
         table = self.attention_biases_seg
-        if self.training or (torch.is_grad_enabled() and table.requires_grad):
+        if self.training or (torch.is_grad_enabled() and table.requires_grad) or torch.compiler.is_compiling():
             return self._compute_bias(nq, nk)
         idx = self.attention_bias_idxs_seg
         if table.is_inference() or idx.is_inference():
