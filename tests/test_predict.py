@@ -30,9 +30,15 @@ CGRSEG_OPTS = ["DATASETS.TEST", "('synthetic_sem_seg_val',)", "MODEL.SEM_SEG_HEA
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    register_synthetic_datasets(str(root))
-    return root
+    """The synthetic sets (registered once per process, perhaps by another test module, under
+    its own folder: read their files from the catalog)."""
+    register_synthetic_datasets(str(tmp_path_factory.mktemp("synthetic")))
+
+
+def _files(name):
+    from detectron2.data import DatasetCatalog
+
+    return sorted(d["file_name"] for d in DatasetCatalog.get(name))
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +55,7 @@ def weights(tmp_path_factory, data):
 
 def _images(folder, data):
     """Three readable images (JPEG, RGBA PNG, 1-channel PNG) and one unreadable file."""
-    source = sorted((data / "det" / "val" / "images").glob("*.png"))
+    source = _files("synthetic_det_val")
     folder.mkdir()
     rgb = [np.asarray(Image.open(p).convert("RGB")) for p in source[:3]]
     Image.fromarray(rgb[0]).save(folder / "a.jpg", quality=95)
@@ -127,7 +133,7 @@ def test_label_png_uses_the_dataset_ids_of_a_reduce_zero_label_set():
 def test_video_frames_are_written(tmp_path, data, weights):
     import cv2
 
-    frames = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((data / "det" / "val" / "images").glob("*.png"))[:3]]
+    frames = [np.asarray(Image.open(p).convert("RGB")) for p in _files("synthetic_det_val")[:3]]
     height, width = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (width, height))
     for frame in frames:
@@ -160,7 +166,7 @@ def test_distillation_checkpoint_predicts_with_its_student(tmp_path, data):
     run = {f"student.{k}": v for k, v in state.items()}
     run["distill_losses.psd.adapter.weight"] = torch.zeros(2, 2)
     torch.save({"model": run, "iteration": 9}, tmp_path / "model_final.pth")
-    image = np.asarray(Image.open(sorted((data / "sem_seg" / "val" / "images").glob("*.png"))[0]).convert("RGB"))
+    image = np.asarray(Image.open(_files("synthetic_sem_seg_val")[0]).convert("RGB"))
 
     plain = Predictor(load_config(CGRSEG_CONFIG, CGRSEG_OPTS + ["MODEL.WEIGHTS", str(tmp_path / "student.pth")]))
     via_run = Predictor(load_config(DSD_CONFIG, CGRSEG_OPTS + ["MODEL.WEIGHTS", str(tmp_path / "model_final.pth")]))
