@@ -29,6 +29,8 @@ warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*is deprecated"
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from segdet.utils.threads import thread_count  # noqa: E402
+
 PREFIX = "[export]"
 FORMATS = {"onnx": "model.onnx", "torch_export": "model.pt2"}
 
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default: %(default)s)")
     parser.add_argument("--rtol", type=float, default=1e-4,
                         help="largest accepted max abs difference, relative to the largest output (default: 1e-4)")
-    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for PyTorch and onnxruntime")
+    parser.add_argument("--threads", type=thread_count, metavar="N", help="CPU threads for PyTorch and onnxruntime")
     parser.add_argument("--trust-pickle", action="store_true", help="allow plain unpickling of MODEL.WEIGHTS")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="config overrides, e.g. MODEL.WEIGHTS path/to/model_final.pth")

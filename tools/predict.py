@@ -40,6 +40,8 @@ warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming rele
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from segdet.utils.threads import thread_count  # noqa: E402
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 PREFIX = "[predict]"
 
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fuse", action="store_true",
                         help="the fused inference path (BatchNorm folded into convolutions; CGRSeg)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is a GPU, else cpu)")
-    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=thread_count, metavar="N", help="CPU threads (default: torch's)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow plain unpickling of MODEL.WEIGHTS (.pkl, .pth with Python objects); "
                              "only for files you trust")

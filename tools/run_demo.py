@@ -31,6 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))  # tools/sample_data, tools/kd_compare_lib
 
+from segdet.utils.threads import thread_count  # noqa: E402
+
 SEED = 1
 PREFIX = "[demo]"
 
@@ -138,7 +140,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--output", default="output/demo", help="where all results go (default: %(default)s)")
     parser.add_argument("--tasks", nargs="+", default=[t.name for t in TASKS], choices=[t.name for t in TASKS])
     parser.add_argument("--max-iter", type=int, help="quick runs: every run (teachers too) N iterations")
-    parser.add_argument("--threads", type=int, help="CPU threads per training process (default: torch's)")
+    parser.add_argument("--threads", type=thread_count, help="CPU threads per training process (default: torch's)")
     args = parser.parse_args(argv)
 
     from sample_data import ensure_samples
