@@ -77,6 +77,9 @@ def test_plan_teacher_opts_apply_to_the_teacher_alone_and_last(tmp_path):
         _plan(tmp_path, seeds=[1], teacher_opts=["SEED", "3"])
     with pytest.raises(ConfigError, match="the teacher's config"):
         _plan(tmp_path, seeds=[1], teacher_opts=["SOLVER.NOPE", "3"])
+    for key in ("MODEL.WEIGHTS", "INPUT.MIN_SIZE_TEST", "DISTILL.TEACHER.OPTS"):
+        with pytest.raises(ConfigError, match=f"--teacher-opts: {key}: only the teacher's schedule"):
+            _plan(tmp_path, seeds=[1], teacher_opts=[key, "x"])
 
 
 def test_plan_loss_weights_follow_their_loss(tmp_path):

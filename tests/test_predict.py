@@ -84,7 +84,8 @@ def test_detector_writes_overlays_and_coco_results(tmp_path, data, weights):
     for r in records:
         assert set(r) == {"image_id", "category_id", "bbox", "score", "file_name"}
         assert r["category_id"] == 1  # the dataset's id of its one category (contiguous id 0)
-        assert r["score"] >= 0.01 and len(r["bbox"]) == 4 and r["bbox"][2] >= 0 and r["bbox"][3] >= 0
+        # every box the model returns (its SCORE_THRESH_TEST, 0.05), not only those drawn
+        assert r["score"] >= 0.05 and len(r["bbox"]) == 4 and r["bbox"][2] >= 0 and r["bbox"][3] >= 0
         assert r["file_name"] == files[r["image_id"]]  # image_id: position in the input order (d.jpg is 3)
 
 
@@ -115,6 +116,25 @@ def test_segmentor_label_and_colour_maps_match_the_predictions(tmp_path, data, w
     assert not (out / "coco_instances_results.json").exists()
 
 
+def test_overlay_draws_boxes_at_the_threshold_only_and_batches_do_not_mix_sizes(data, weights):
+    from detectron2.data.catalog import Metadata
+
+    from segdet.engine.prediction_outputs import draw_overlay
+
+    image = np.asarray(Image.open(_files("synthetic_det_val")[0]).convert("RGB"))
+    output = Predictor(load_config(DET_CONFIG, DET_OPTS + ["MODEL.WEIGHTS", weights["det"]]))([image])[0]
+    assert len(output["instances"]) > 0
+    metadata = Metadata(name="boxes", thing_classes=["box"])
+    np.testing.assert_array_equal(draw_overlay(image, output, metadata, score_threshold=1.1), image)
+    assert (draw_overlay(image, output, metadata, score_threshold=0.0) != image).any()
+
+    seg = Predictor(load_config(SEG_CONFIG, SEG_OPTS + ["MODEL.WEIGHTS", weights["seg"]]))
+    small, large = image[:60, :80].copy(), np.concatenate([image, image], axis=1)
+    together = seg([small, large])
+    for alone, both in zip((seg([small])[0], seg([large])[0]), together):
+        torch.testing.assert_close(both["sem_seg"], alone["sem_seg"], rtol=0, atol=0)
+
+
 def test_label_png_uses_the_dataset_ids_of_a_reduce_zero_label_set():
     from detectron2.data.catalog import Metadata
 
@@ -128,6 +148,8 @@ def test_label_png_uses_the_dataset_ids_of_a_reduce_zero_label_set():
     ids = label_map_in_dataset_ids(scores, mapped)
     assert ids.dtype == np.uint16
     np.testing.assert_array_equal(ids, [[7, 300], [9, 9]])
+    partial = Metadata(name="p", stuff_dataset_id_to_contiguous_id={7: 0, 9: 5})  # class 1, 2 unnamed
+    np.testing.assert_array_equal(label_map_in_dataset_ids(scores, partial), [[7, 255], [255, 255]])
 
 
 def test_video_frames_are_written(tmp_path, data, weights):

@@ -14,7 +14,7 @@ from kd_compare_lib import plan as plan_lib  # noqa: E402
 @pytest.mark.parametrize("task", run_demo.TASKS, ids=lambda t: t.name)
 def test_each_task_is_a_valid_comparison_with_a_longer_or_equal_teacher(task, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
-    opts = task.student_opts + ["DISTILL.TEACHER.WEIGHTS", ""]
+    opts = task.fixed_opts + task.student_opts + ["DISTILL.TEACHER.WEIGHTS", ""]
     plan = plan_lib.build_plan(task.config, opts, [run_demo.SEED], str(tmp_path), eval_period=task.eval_period,
                                arms=["student", task.arm, "teacher"], teacher_opts=task.teacher_opts)
     assert plan.arms == ["student", task.arm] and plan.teacher_source == "trained"

@@ -19,7 +19,9 @@ Examples:
 Writes into --output, per image <name> (the file's name without its extension):
   detectors    <name>_overlay.png (boxes with score >= --confidence-threshold) and, for all images,
                coco_instances_results.json (detectron2's COCO results records, plus "file_name";
-               image_id = the image's position in the input order)
+               image_id = the image's position in the input order): every box the model returns,
+               i.e. down to the config's MODEL.ROI_HEADS / RETINANET.SCORE_THRESH_TEST (0.05), as
+               for COCO evaluation
   segmentors   <name>_overlay.png (class map over the image), <name>_label.png (class per pixel in
                the dataset's label values, as its label files), <name>_color.png (class colours with
                a legend of the class names present)
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video-input", metavar="FILE", help="a video file (any format OpenCV reads)")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for the results (created)")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, metavar="S",
-                        help="detectors: keep boxes with score >= S (default: %(default)s)")
+                        help="detectors: draw boxes with score >= S (default: %(default)s); the JSON keeps all")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per forward (default: 1)")
     parser.add_argument("--fuse", action="store_true",
                         help="the fused inference path (BatchNorm folded into convolutions; CGRSeg)")
@@ -94,9 +96,7 @@ def prediction_config(args):
     from segdet.utils.config_io import load_config
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    thresh = str(args.confidence_threshold)
-    opts = ["MODEL.DEVICE", device, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", thresh,
-            "MODEL.RETINANET.SCORE_THRESH_TEST", thresh, "MODEL.TRUST_PICKLE", str(args.trust_pickle)]
+    opts = ["MODEL.DEVICE", device, "MODEL.TRUST_PICKLE", str(args.trust_pickle)]
     return load_config(args.config_file, opts + list(args.opts))
 
 
@@ -119,8 +119,9 @@ def dataset_metadata(cfg):
 class ImageWriter:
     """Writes the files of one image's prediction and collects the COCO records."""
 
-    def __init__(self, output_dir: str, metadata, drawing):
+    def __init__(self, output_dir: str, metadata, drawing, score_threshold: float):
         self.output_dir, self.metadata, self.drawing = output_dir, metadata, drawing
+        self.score_threshold = score_threshold
         self.records = []  # COCO results records of every image
         self.detected = False  # some output had "instances"
         self._names = set()
@@ -141,7 +142,7 @@ class ImageWriter:
 
         name = self._unique_name(path)
         out = lambda suffix: os.path.join(self.output_dir, f"{name}_{suffix}.png")  # noqa: E731
-        Image.fromarray(draw_overlay(image, output, self.drawing)).save(out("overlay"))
+        Image.fromarray(draw_overlay(image, output, self.drawing, self.score_threshold)).save(out("overlay"))
         if "instances" in output:
             self.detected = True
             self.records += coco_records(output["instances"], image_id, path, self.metadata)
@@ -180,7 +181,7 @@ def predict_images(predictor, paths, writer: ImageWriter, batch_size: int):
     return done, skipped
 
 
-def predict_video(predictor, path: str, output_dir: str, drawing, batch_size: int) -> int:
+def predict_video(predictor, path: str, output_dir: str, drawing, batch_size: int, score_threshold: float) -> int:
     """Writes ``<output_dir>/<video name>.mp4`` with every frame's predictions drawn; returns
     the number of frames."""
     import cv2
@@ -210,7 +211,9 @@ def predict_video(predictor, path: str, output_dir: str, drawing, batch_size: in
                 if writer is None:
                     height, width = image.shape[:2]
                     writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-                writer.write(draw_overlay(image, output, drawing)[:, :, ::-1])
+                    if not writer.isOpened():
+                        raise ValueError(f"OpenCV cannot write the mp4 video {target} (no mp4v encoder?)")
+                writer.write(draw_overlay(image, output, drawing, score_threshold)[:, :, ::-1])
             frames += len(batch)
             bar.update(len(batch))
     video.release()
@@ -243,9 +246,10 @@ def run(args) -> dict:
           f"{' (fused)' if predictor.fused else ''}: {len(paths)} image(s)"
           f"{' and ' + args.video_input if args.video_input else ''} -> {args.output}", flush=True)
     started = time.time()
-    writer = ImageWriter(args.output, metadata, drawing)
+    writer = ImageWriter(args.output, metadata, drawing, args.confidence_threshold)
     done, skipped = predict_images(predictor, paths, writer, args.batch_size) if paths else (0, [])
-    frames = predict_video(predictor, args.video_input, args.output, drawing, args.batch_size) if args.video_input else 0
+    frames = (predict_video(predictor, args.video_input, args.output, drawing, args.batch_size, args.confidence_threshold)
+              if args.video_input else 0)
     seconds = time.time() - started
     summary = {"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS, "images": done, "frames": frames,
                "skipped": [{"file": p, "reason": r} for p, r in skipped], "seconds": round(seconds, 2),

@@ -46,6 +46,7 @@ class DemoTask:
     student_opts: List[str]  # schedule of the students (kd_compare overrides, every arm)
     teacher_opts: List[str]  # the teacher's own schedule (kd_compare --teacher-opts)
     eval_period: int  # validation curve every N iterations
+    fixed_opts: List[str] = field(default_factory=list)  # input size, teacher config: also for --max-iter
 
 
 # Detection runs at 288 px (the configs: 352-448) and the demo's detection teacher is the student's
@@ -55,10 +56,10 @@ class DemoTask:
 DET_INPUT = ["INPUT.MIN_SIZE_TRAIN", "(288,)", "INPUT.MIN_SIZE_TEST", "288"]
 TASKS = [
     DemoTask("detection", "projects/DRKD/configs/Samples/faster_rcnn_mnv2_fpn_trees_drkd.yaml", "DRKD", "drkd",
-             student_opts=DET_INPUT + ["SOLVER.MAX_ITER", "100", "SOLVER.STEPS", "(80, 92)", "SOLVER.WARMUP_ITERS", "25",
-                                       "DISTILL.TEACHER.CONFIG_FILE", "configs/Samples/faster_rcnn_mnv2_fpn_trees.yaml"],
+             student_opts=["SOLVER.MAX_ITER", "100", "SOLVER.STEPS", "(80, 92)", "SOLVER.WARMUP_ITERS", "25"],
              teacher_opts=["SOLVER.MAX_ITER", "200", "SOLVER.STEPS", "(160, 185)", "SOLVER.WARMUP_ITERS", "50"],
-             eval_period=50),
+             eval_period=50,
+             fixed_opts=DET_INPUT + ["DISTILL.TEACHER.CONFIG_FILE", "configs/Samples/faster_rcnn_mnv2_fpn_trees.yaml"]),
     DemoTask("segmentation", "projects/DSD/configs/Samples/cgrseg_t_street_dsd.yaml", "DSD", "psd+csd",
              student_opts=["SOLVER.MAX_ITER", "80"], teacher_opts=["SOLVER.MAX_ITER", "80"], eval_period=40),
 ]
@@ -96,10 +97,11 @@ def run_task(task: DemoTask, output: str, max_iter=None, threads=None) -> dict:
     out = os.path.abspath(os.path.join(output, task.name))
     os.makedirs(out, exist_ok=True)
     student_opts, teacher_opts, eval_period = list(task.student_opts), list(task.teacher_opts), task.eval_period
-    if max_iter:  # quick runs: every run max_iter iterations, no LR steps
+    if max_iter:  # quick runs: every run max_iter iterations, no LR steps, no warm-up
         student_opts = ["SOLVER.MAX_ITER", str(max_iter), "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "0"]
-        teacher_opts = ["SOLVER.MAX_ITER", str(max_iter), "SOLVER.STEPS", "()"]
+        teacher_opts = list(student_opts)
         eval_period = 0
+    student_opts = task.fixed_opts + student_opts
     started = time.time()
     argv = ["--config-file", task.config, "--output-dir", out, "--seeds", str(SEED),
             "--arms", "student", task.arm, "teacher", "--eval-period", str(eval_period),

@@ -22,8 +22,9 @@ def _class_names(metadata, key: str, count: int) -> List[str]:
 
 def drawing_metadata(metadata, num_classes: int) -> Metadata:
     """A copy of a dataset's ``metadata`` with a name and a fixed colour (RGB 0-255) for every
-    one of ``num_classes`` classes, so that drawings are the same from run to run (detectron2's
-    ``Visualizer`` draws classes without ``stuff_colors`` in random colours)."""
+    one of ``num_classes`` classes, so that class maps are drawn in the same colours from run to
+    run (detectron2's ``Visualizer`` draws classes without ``stuff_colors`` in random colours; its
+    box colours stay its own)."""
     palette = (colormap(rgb=True, maximum=255).astype(int)).tolist()
     stuff_colors = list(getattr(metadata, "stuff_colors", None) or [])
     stuff_colors += [palette[k % len(palette)] for k in range(len(stuff_colors), num_classes)]
@@ -34,14 +35,15 @@ def drawing_metadata(metadata, num_classes: int) -> Metadata:
     return Metadata(name=getattr(metadata, "name", "predict"), **fields)
 
 
-def draw_overlay(image: np.ndarray, output: Dict, metadata: Metadata) -> np.ndarray:
+def draw_overlay(image: np.ndarray, output: Dict, metadata: Metadata, score_threshold: float = 0.0) -> np.ndarray:
     """The (H, W, 3) uint8 RGB ``image`` with the semantic argmax map (half transparent) and the
-    detected boxes drawn on it."""
+    detected boxes of score >= ``score_threshold`` drawn on it."""
     vis = Visualizer(image, metadata, instance_mode=ColorMode.IMAGE)
     if "sem_seg" in output:
         vis.draw_sem_seg(output["sem_seg"].argmax(dim=0).numpy(), alpha=0.5)
     if "instances" in output:
-        vis.draw_instance_predictions(output["instances"])
+        instances = output["instances"]
+        vis.draw_instance_predictions(instances[instances.scores >= score_threshold])
     return vis.output.get_image()
 
 
@@ -54,10 +56,11 @@ def label_map_in_dataset_ids(sem_seg, metadata) -> np.ndarray:
     if getattr(metadata, "reduce_zero_label", False):
         ids = classes + 1
     elif to_dataset:
-        lookup = np.zeros(sem_seg.shape[0], dtype=np.int64)
+        ignore = int(getattr(metadata, "ignore_label", 255))
+        lookup = np.full(max(sem_seg.shape[0], max(to_dataset.values()) + 1), ignore, dtype=np.int64)
         for dataset_id, contiguous in to_dataset.items():
             lookup[contiguous] = dataset_id
-        ids = lookup[classes]
+        ids = lookup[classes]  # a class the mapping does not name: the ignore value
     else:
         ids = classes
     return ids.astype(np.uint8 if ids.max(initial=0) < 256 else np.uint16)

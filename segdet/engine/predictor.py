@@ -104,5 +104,14 @@ class Predictor:
 
     @torch.inference_mode()
     def __call__(self, images: Sequence[np.ndarray]) -> List[Dict]:
-        outputs = self.model([self.model_input(image) for image in images])
-        return [{k: v.to("cpu") for k, v in out.items()} for out in outputs]
+        """Images of one resized size share a forward; others run apart, since a batch is padded
+        to its largest image and context modules (pyramid pooling) would see that padding."""
+        inputs = [self.model_input(image) for image in images]
+        outputs: List[Dict] = [{} for _ in inputs]
+        by_size: Dict[tuple, List[int]] = {}
+        for i, x in enumerate(inputs):
+            by_size.setdefault(tuple(x["image"].shape), []).append(i)
+        for indices in by_size.values():
+            for i, out in zip(indices, self.model([inputs[i] for i in indices])):
+                outputs[i] = {k: v.to("cpu") if hasattr(v, "to") else v for k, v in out.items()}
+        return outputs

@@ -26,7 +26,7 @@ class ExportableSegmentor(nn.Module):
         super().__init__()
         if getattr(model, "test_mode", "whole") != "whole":
             raise ValueError(f"export runs whole-image inference; the model's test mode is {model.test_mode!r} "
-                             "(set MODEL.SEM_SEG_TEST.MODE whole)")
+                             "(set TEST.SEM_SEG.MODE whole)")
         if getattr(model.backbone, "padding_constraints", {}).get("square_size", 0):
             raise ValueError("export does not support a backbone with square padding (padding_constraints.square_size)")
         self.backbone = model.backbone

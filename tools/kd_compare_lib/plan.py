@@ -136,6 +136,10 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
     for key in teacher_opts[::2]:
         if key in TOOL_KEYS:
             raise ConfigError(f"--teacher-opts: {key} is set by kd_compare for every run; use {TOOL_KEYS[key]}")
+        if key.startswith(("MODEL.", "DISTILL.", "INPUT.", "DATASETS.")) and key != "MODEL.DEVICE":
+            raise ConfigError(f"--teacher-opts: {key}: only the teacher's schedule goes here (SOLVER.*, TEST.*); "
+                              "its architecture goes in DISTILL.TEACHER.OPTS (the distilled arms rebuild the "
+                              "teacher from it), its inputs and data are the comparison's")
     seeds = [int(s) for s in seeds]
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds: expected distinct non-negative integers, got {seeds}")
