@@ -60,6 +60,15 @@ def test_injected_mismatch_is_an_error(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "export.json").exists()
 
 
+def test_a_wrapper_that_drifts_from_the_model_is_an_error(tmp_path, monkeypatch, capsys):
+    forward = ExportableSegmentor.forward
+    monkeypatch.setattr(ExportableSegmentor, "forward", lambda self, x: forward(self, x) + 0.01)
+    with pytest.raises(SystemExit):
+        load_tool("export_model").main(["--config-file", FPN, "--format", "torch_export", "--input-size", "64", "64",
+                                        "--output", str(tmp_path), *NO_IMAGENET])
+    one_error_line(capsys.readouterr().err, "ExportMismatchError", "the export wrapper of")
+
+
 def test_a_detector_is_one_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         load_tool("export_model").main(["--config-file", FASTER_RCNN, "--format", "onnx", "--output", str(tmp_path),

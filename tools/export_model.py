@@ -128,6 +128,10 @@ def run(args) -> dict:
         checks = [example, example_inputs(wrapper, args.batch_size, height, width, seed=1)]
         reference = [wrapper(x).numpy() for x in checks]
         exported = [runner(x) for x in checks]
+        if wrapper.preprocess:  # the wrapper itself against the segmentor's own inference
+            own = [model([{"image": image, "height": height, "width": width}])[0]["sem_seg"].numpy()
+                   for image in example]
+            compare_outputs([r for r in reference[0]], own, f"the export wrapper of {args.config_file}", rtol=args.rtol)
     diff = compare_outputs(reference, exported, f"{args.format} export of {args.config_file}", rtol=args.rtol)
     print(f"{PREFIX} checked on {len(checks)} inputs: max abs diff {diff['max_abs_diff']:.3g} "
           f"({diff['relative']:.3g} of the largest logit {diff['max_abs_reference']:.3g}; tolerance {args.rtol:g})",
