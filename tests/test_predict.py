@@ -53,7 +53,7 @@ def weights(tmp_path_factory, data):
     return paths
 
 
-def _images(folder, data):
+def _images(folder):
     """Three readable images (JPEG, RGBA PNG, 1-channel PNG) and one unreadable file."""
     source = _files("synthetic_det_val")
     folder.mkdir()
@@ -70,7 +70,7 @@ def _predict(*argv):
 
 
 def test_detector_writes_overlays_and_coco_results(tmp_path, data, weights):
-    sizes = _images(tmp_path / "in", data)
+    sizes = _images(tmp_path / "in")
     out = tmp_path / "out"
     summary = _predict("--config-file", DET_CONFIG, "--input", tmp_path / "in", "--output", out,
                        "--confidence-threshold", "0.01", "--batch-size", "2", "MODEL.WEIGHTS", weights["det"], *DET_OPTS)
@@ -90,7 +90,7 @@ def test_detector_writes_overlays_and_coco_results(tmp_path, data, weights):
 
 
 def test_segmentor_label_and_colour_maps_match_the_predictions(tmp_path, data, weights):
-    sizes = _images(tmp_path / "in", data)
+    sizes = _images(tmp_path / "in")
     out = tmp_path / "out"
     _predict("--config-file", SEG_CONFIG, "--input", tmp_path / "in" / "*.png", tmp_path / "in" / "a.jpg",
              "--output", out, "MODEL.WEIGHTS", weights["seg"], *SEG_OPTS)

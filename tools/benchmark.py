@@ -169,10 +169,10 @@ def bench_inference(args, cfg, model):
 
 
 def optimized_copy(model, channels_last: bool):
+    from segdet.engine.predictor import fuse_for_inference
+
     fast = copy.deepcopy(model).eval()
-    for module in list(fast.modules()):
-        if hasattr(module, "fuse_for_inference"):
-            module.fuse_for_inference()
+    fuse_for_inference(fast)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     return fast

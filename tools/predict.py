@@ -44,7 +44,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from segdet.utils.threads import thread_count  # noqa: E402
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 PREFIX = "[predict]"
 
 
@@ -74,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def list_images(specs):
     """The image files named by ``specs`` (files, globs, folders), in order, each once."""
+    from segdet.data.datasets.folders import IMAGE_EXTENSIONS
     from segdet.utils.errors import ConfigError
 
     paths = []

@@ -31,11 +31,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from segdet.utils.errors import ConfigError
 
-from .folders import pair_images_with_labels
+from .folders import IMAGE_EXTENSIONS, pair_images_with_labels
 
 __all__ = ["register_sem_seg_folder", "register_coco_json", "register_declared_datasets"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 _KEYS = {
     "sem_seg_folder": ({"TYPE", "IMAGE_ROOT", "LABEL_ROOT", "CLASSES"},
                        {"IGNORE_LABEL", "REDUCE_ZERO_LABEL", "LABEL_EXT", "COLORS"}),

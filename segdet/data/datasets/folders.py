@@ -3,7 +3,10 @@
 import os
 from typing import Dict, List, Sequence
 
-__all__ = ["list_stems", "pair_images_with_labels"]
+__all__ = ["IMAGE_EXTENSIONS", "list_stems", "pair_images_with_labels"]
+
+#: the image files segdet reads from a folder (any case)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 
 
 def list_stems(folder: str, exts: Sequence[str]) -> Dict[str, str]:
