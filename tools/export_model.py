@@ -131,7 +131,7 @@ def run(args) -> dict:
         if wrapper.preprocess:  # the wrapper itself against the segmentor's own inference
             own = [model([{"image": image, "height": height, "width": width}])[0]["sem_seg"].numpy()
                    for image in example]
-            compare_outputs([r for r in reference[0]], own, f"the export wrapper of {args.config_file}", rtol=args.rtol)
+            compare_outputs(list(reference[0]), own, f"the export wrapper of {args.config_file}", rtol=args.rtol)
     diff = compare_outputs(reference, exported, f"{args.format} export of {args.config_file}", rtol=args.rtol)
     print(f"{PREFIX} checked on {len(checks)} inputs: max abs diff {diff['max_abs_diff']:.3g} "
           f"({diff['relative']:.3g} of the largest logit {diff['max_abs_reference']:.3g}; tolerance {args.rtol:g})",
