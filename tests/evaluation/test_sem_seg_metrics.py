@@ -203,6 +203,10 @@ def _ddp_worker(root: str, result_path: str) -> None:
     res = _evaluate("segdet_test_eval_ddp", dicts[rank::world], preds[rank::world], distributed=True)
     with open(f"{result_path}.{rank}", "wb") as f:
         pickle.dump(res, f)
+    # Leave together: a rank that exits while the other still holds the gloo group (rank 0 works on
+    # after the gather) can abort in gloo's teardown ("terminate called without an active exception").
+    comm.synchronize()
+    torch.distributed.destroy_process_group()
 
 
 def _free_port() -> int:
