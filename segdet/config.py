@@ -86,6 +86,15 @@ def _add_solver_config(cfg: CN) -> None:
     # parameter name, so a backbone module called "talking_head" is never caught by accident.
     cfg.SOLVER.HEAD_LR_MULTIPLIER = 1.0
     cfg.SOLVER.HEAD_PREFIXES = ("sem_seg_head.",)
+    # --- Parameter-group rule (segdet/engine/optimizer.py) ---
+    # "segdet": detectron2's WEIGHT_DECAY_NORM / WEIGHT_DECAY_BIAS / BIAS_LR_FACTOR, and
+    # HEAD_LR_MULTIPLIER on HEAD_PREFIXES.
+    # "mmcv": mmcv 1.x paramwise_cfg custom_keys (the official CGRSeg / SSA recipe); only
+    # PARAMWISE_CUSTOM_KEYS applies (WEIGHT_DECAY_NORM/BIAS, BIAS_LR_FACTOR, HEAD_LR_MULTIPLIER
+    # and HEAD_PREFIXES are not used): ((key, lr_mult, decay_mult), ...); a parameter whose name
+    # contains keys takes the longest one (ties: alphabetically first), else base lr and decay.
+    cfg.SOLVER.PARAMWISE_RULE = "segdet"
+    cfg.SOLVER.PARAMWISE_CUSTOM_KEYS = ()
     # Poly schedule used when SOLVER.LR_SCHEDULER_NAME == "WarmupPolyLR", DeepLab's keys and
     # schedule (segdet/engine/lr_scheduler.py): lr = base * warmup(t) * (1 - t / MAX_ITER) ** POWER,
     # and once warm-up is over never below base * POLY_LR_CONSTANT_ENDING (a floor; mmcv's
