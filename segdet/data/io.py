@@ -3,10 +3,12 @@
 ``read_image_checked`` wraps detectron2's ``read_image`` and also reads 16/32-bit grayscale
 images correctly (see :func:`high_bit_depth_to_8bit`); ``read_sem_seg_label`` reads a label
 PNG and, for datasets whose label 0 means "unlabelled" (ADE20K), applies mmseg's
-``reduce_zero_label`` shift on load (0 -> ignore, k -> k-1), so the official files are used as
-they are, with no preprocessing pass.
+``reduce_zero_label`` shift on load (0 -> ignore, k -> k-1), or, for datasets whose file values
+are not the contiguous class ids (COCO-Stuff's raw maps), a lookup table built from the dataset
+metadata's ``label_map`` ({file value: class id}, :func:`label_lookup_table`), so the official
+files are used as they are, with no preprocessing pass.
 """
-from typing import Optional
+from typing import Mapping, Optional
 
 import numpy as np
 from PIL import Image
@@ -14,8 +16,8 @@ from PIL import Image
 from detectron2.data.detection_utils import _apply_exif_orientation, convert_PIL_to_numpy
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["CorruptImageError", "high_bit_depth_to_8bit", "read_image_checked", "read_sem_seg_label",
-           "reduce_zero_label_map"]
+__all__ = ["CorruptImageError", "high_bit_depth_to_8bit", "label_lookup_table", "metadata_label_lookup",
+           "read_image_checked", "read_sem_seg_label", "reduce_zero_label_map"]
 
 
 class CorruptImageError(ValueError):
@@ -100,19 +102,51 @@ def reduce_zero_label_map(label: np.ndarray, ignore_label: int = 255) -> np.ndar
     return out
 
 
-def read_sem_seg_label(path: str, reduce_zero_label: bool = False, ignore_label: int = 255) -> np.ndarray:
-    """Read a single-channel label PNG as (H, W) uint8 (8-bit files) or int64 (16/32-bit files).
+def label_lookup_table(label_map: Mapping[int, int], ignore_label: int = 255, size: int = 256) -> np.ndarray:
+    """A (size,) table ``t`` (uint8 when every entry fits, else int64) with ``t[v] = label_map[v]`` for every file value ``v`` of
+    ``label_map`` and ``t[v] = ignore_label`` for every other value (unused ids, the unlabelled
+    value). ``size`` = 256 covers 8-bit label files.
+
+    Raises:
+        ValueError: a key outside [0, size), or a class id that is negative.
+    """
+    table = np.full(size, ignore_label, dtype=np.int64)
+    for value, class_id in label_map.items():
+        if not 0 <= int(value) < size or int(class_id) < 0:
+            raise ValueError(f"label_map entry {value} -> {class_id}: expected a file value in "
+                             f"[0, {size}) and a class id >= 0")
+        table[int(value)] = int(class_id)
+    return table.astype(np.uint8) if 0 <= table.min() and table.max() <= 255 else table
+
+
+def metadata_label_lookup(metadata, ignore_label: int = 255) -> Optional[np.ndarray]:
+    """The lookup table of a dataset's ``label_map`` metadata ({file value: class id}), or None
+    when the dataset has none (its files hold the class ids, possibly after reduce_zero_label)."""
+    label_map = getattr(metadata, "label_map", None) if metadata is not None else None
+    return None if not label_map else label_lookup_table(label_map, ignore_label)
+
+
+def read_sem_seg_label(path: str, reduce_zero_label: bool = False, ignore_label: int = 255,
+                       lookup: Optional[np.ndarray] = None) -> np.ndarray:
+    """Read a single-channel label PNG as (H, W) uint8 (8-bit files) or int64 (16/32-bit files);
+    with ``lookup``, the table's dtype.
 
     Args:
         path: label file; its pixel values are class ids (palette PNGs give the palette index).
         reduce_zero_label: apply :func:`reduce_zero_label_map` (0 -> ignore, k -> k-1).
         ignore_label: the "not labelled" value.
+        lookup: a table from :func:`label_lookup_table`: file value ``v`` becomes ``lookup[v]``
+            (applied instead of reduce_zero_label; the two cannot be combined).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        CorruptImageError: the file cannot be decoded, or it has colour channels (a label map
-            must be single-channel: mode L, P, I or I;16).
+        CorruptImageError: the file cannot be decoded, it has colour channels (a label map
+            must be single-channel: mode L, P, I or I;16), or it has a value outside ``lookup``.
+        ValueError: both ``reduce_zero_label`` and ``lookup`` given.
     """
+    if reduce_zero_label and lookup is not None:
+        raise ValueError(f"label {path}: reduce_zero_label and a label lookup table cannot be combined; "
+                         "fold the shift into the dataset's label_map")
     if not PathManager.exists(path):
         raise FileNotFoundError(f"label file not found: {path}")
     try:
@@ -130,4 +164,10 @@ def read_sem_seg_label(path: str, reduce_zero_label: bool = False, ignore_label:
     label = label.astype(np.uint8 if label.dtype == np.uint8 else np.int64)
     if reduce_zero_label:
         label = reduce_zero_label_map(label, ignore_label)
+    if lookup is not None:
+        if label.size and (label.min() < 0 or label.max() >= len(lookup)):
+            raise CorruptImageError(
+                f"label {path} has value {int(label.max() if label.max() >= len(lookup) else label.min())}"
+                f" outside the dataset's label_map table [0, {len(lookup)})")
+        label = lookup[label]
     return label

@@ -13,7 +13,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
-from segdet.data.io import read_sem_seg_label
+from segdet.data.io import metadata_label_lookup, read_sem_seg_label
 from segdet.evaluation.sem_seg_metrics import confusion_matrix, metrics_from_confusion
 
 __all__ = ["SegdetSemSegEvaluator", "save_confusion_heatmap"]
@@ -31,7 +31,8 @@ class SegdetSemSegEvaluator(DatasetEvaluator):
     at the original image resolution, and compares it with the label file of the input
     (``"sem_seg_file_name"`` in the input, else looked up in the dataset by ``"file_name"``),
     read with :func:`read_sem_seg_label` and the dataset's ``reduce_zero_label`` (an input's own
-    ``"reduce_zero_label"`` key wins). With ``distributed=True`` the per-process confusion
+    ``"reduce_zero_label"`` key wins), or with the table of its ``label_map`` metadata (file
+    value -> class id, as the sem_seg mapper reads training labels). With ``distributed=True`` the per-process confusion
     matrices are summed on the main process; other processes return ``{}``.
 
     ``evaluate`` returns ``{"sem_seg": {"mIoU", "mAcc", "aAcc", "fwIoU", "mDice", "mFscore",
@@ -69,6 +70,7 @@ class SegdetSemSegEvaluator(DatasetEvaluator):
                                  else getattr(meta, "ignore_label", 255))
         self._reduce_zero_label = bool(reduce_zero_label if reduce_zero_label is not None
                                        else getattr(meta, "reduce_zero_label", False))
+        self._label_lookup = metadata_label_lookup(meta, self._ignore_label)
         self._gt_files: Optional[Dict[str, str]] = None
         self.reset()
 
@@ -103,6 +105,7 @@ class SegdetSemSegEvaluator(DatasetEvaluator):
                 path,
                 reduce_zero_label=bool(inp.get("reduce_zero_label", self._reduce_zero_label)),
                 ignore_label=self._ignore_label,
+                lookup=self._label_lookup,
             )
             if gt.shape != pred.shape:
                 raise ValueError(

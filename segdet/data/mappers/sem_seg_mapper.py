@@ -25,7 +25,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from segdet.data.io import CorruptImageError, read_image_checked, read_sem_seg_label
+from segdet.data.io import CorruptImageError, metadata_label_lookup, read_image_checked, read_sem_seg_label
 from segdet.data.transforms import PhotometricDistortion, RandomCropCatMax, ResizeByRatio
 
 __all__ = ["SemSegDatasetMapper", "build_sem_seg_augmentations", "check_label_values"]
@@ -55,7 +55,9 @@ class SemSegDatasetMapper:
 
     ``reduce_zero_label`` is taken from the dict's ``"reduce_zero_label"`` key when present,
     else from the constructor (``from_config``: the metadata of the first dataset in
-    ``DATASETS.TRAIN`` / ``DATASETS.TEST``).
+    ``DATASETS.TRAIN`` / ``DATASETS.TEST``). ``label_lookup`` (``from_config``: the table of the
+    datasets' ``label_map`` metadata, which must then be the same for every training set) maps
+    file values to class ids on read (:func:`segdet.data.io.read_sem_seg_label`).
 
     With ``num_classes`` (``from_config``: ``MODEL.SEM_SEG_HEAD.NUM_CLASSES``) every training
     label is checked: a value outside [0, num_classes) that is not the ignore value raises
@@ -66,13 +68,15 @@ class SemSegDatasetMapper:
     @configurable
     def __init__(self, is_train: bool = True, *, augmentations: List[T.Augmentation],
                  image_format: str = "RGB", ignore_label: int = 255,
-                 reduce_zero_label: bool = False, num_classes: Optional[int] = None):
+                 reduce_zero_label: bool = False, num_classes: Optional[int] = None,
+                 label_lookup: Optional[np.ndarray] = None):
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.ignore_label = ignore_label
         self.reduce_zero_label = reduce_zero_label
         self.num_classes = num_classes
+        self.label_lookup = label_lookup
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> Dict:
@@ -85,8 +89,14 @@ class SemSegDatasetMapper:
                 f"dataset {names[0]!r} has ignore_label={dataset_ignore} but "
                 f"MODEL.SEM_SEG_HEAD.IGNORE_VALUE={ignore_label}; set them equal"
             )
+        lookups = [metadata_label_lookup(MetadataCatalog.get(n), ignore_label) for n in names]
+        if any((a is None) != (b is None) or (a is not None and not np.array_equal(a, b))
+               for a, b in zip(lookups, lookups[1:])):
+            raise ValueError(f"datasets {list(names)} have different label_map metadata; the sem_seg "
+                             "mapper reads every label with one table: list sets with the same one")
         return {
             "is_train": is_train,
+            "label_lookup": lookups[0] if lookups else None,
             "augmentations": build_sem_seg_augmentations(cfg, is_train, ignore_label),
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": ignore_label,
@@ -118,7 +128,8 @@ class SemSegDatasetMapper:
         if path is None:
             raise KeyError(f"dataset dict for {d['file_name']} has no 'sem_seg_file_name'")
         reduce = bool(d.get("reduce_zero_label", self.reduce_zero_label))
-        label = read_sem_seg_label(path, reduce_zero_label=reduce, ignore_label=self.ignore_label)
+        label = read_sem_seg_label(path, reduce_zero_label=reduce, ignore_label=self.ignore_label,
+                                   lookup=self.label_lookup)
         if label.shape != tuple(image_hw):
             raise ValueError(
                 f"label {path} has size {label.shape[0]}x{label.shape[1]} but image "
