@@ -175,8 +175,15 @@ class Trainer(DefaultTrainer):
     @classmethod
     def test(cls, cfg, model, evaluators=None):
         """Evaluate ``model`` (for a distillation model: its student); with
-        ``DISTILL.EVAL_TEACHER`` also the teacher, reported under ``teacher/<dataset>``."""
-        results = super().test(cfg, model, evaluators)
+        ``DISTILL.EVAL_TEACHER`` also the teacher, reported under ``teacher/<dataset>``. With
+        ``TEST.AUG.ENABLED`` a segmentor is evaluated with multi-scale + flip test-time
+        augmentation (:mod:`segdet.modeling.meta_arch.sem_seg_tta`; the teacher without)."""
+        from segdet.modeling.meta_arch.sem_seg_tta import test_with_tta, tta_enabled
+
+        if tta_enabled(cfg):
+            results = test_with_tta(cls, cfg, model, evaluators)
+        else:
+            results = super().test(cfg, model, evaluators)
         inner = model.module if hasattr(model, "module") else model
         teacher = getattr(inner, "teacher", None)
         if teacher is not None and cfg.DISTILL.EVAL_TEACHER:
