@@ -136,3 +136,28 @@ def test_mapper_refuses_training_sets_with_different_label_maps():
     cfg = _cfg("coco_stuff_164k_sem_seg_train", "pascal_context_59_sem_seg_train")
     with pytest.raises(ValueError, match="different label_map"):
         SemSegDatasetMapper.from_config(cfg, is_train=True)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("variant,channels", [("T", 128), ("B", 256), ("L", 256)])
+def test_cgrseg_configs_carry_the_recipes(variant, channels):
+    """The COCO-Stuff / Pascal-Context configs keep their ADE20K parent's model and change only
+    the data, the class count and the schedule (building and one training step of each:
+    tests/test_configs.py)."""
+    from segdet.utils.config_io import load_config
+
+    ade = load_config(os.path.join(ROOT, f"projects/CGRSeg/configs/ADE20K/CGRSeg-{variant}.yaml"))
+    coco = load_config(os.path.join(ROOT, f"projects/CGRSeg/configs/COCO-Stuff-164k/CGRSeg-{variant}.yaml"))
+    pc = load_config(os.path.join(ROOT, f"projects/CGRSeg/configs/Pascal-Context-59/CGRSeg-{variant}.yaml"))
+    for cfg in (coco, pc):
+        assert cfg.MODEL.CGRSEG == ade.MODEL.CGRSEG and cfg.MODEL.CGRSEG.CHANNELS == channels
+        assert cfg.MODEL.EFFICIENTFORMER_V2 == ade.MODEL.EFFICIENTFORMER_V2
+        assert (cfg.SOLVER.MAX_ITER, cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR) == (80000, 16, 0.00012)
+    assert coco.MODEL.SEM_SEG_HEAD.NUM_CLASSES == len(MetadataCatalog.get(coco.DATASETS.TEST[0]).stuff_classes) == 171
+    assert tuple(coco.INPUT.CROP.SIZE) == (512, 512) and coco.TEST.SEM_SEG.MODE == "whole"
+    assert pc.MODEL.SEM_SEG_HEAD.NUM_CLASSES == len(MetadataCatalog.get(pc.DATASETS.TEST[0]).stuff_classes) == 59
+    assert tuple(pc.INPUT.CROP.SIZE) == (480, 480) and tuple(pc.INPUT.SEM_SEG.TEST_RESIZE_SCALE) == (520, 520)
+    assert (pc.TEST.SEM_SEG.MODE, tuple(pc.TEST.SEM_SEG.CROP_SIZE), tuple(pc.TEST.SEM_SEG.STRIDE)) == \
+        ("slide", (480, 480), (320, 320))
