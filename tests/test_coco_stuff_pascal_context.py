@@ -161,3 +161,13 @@ def test_cgrseg_configs_carry_the_recipes(variant, channels):
     assert tuple(pc.INPUT.CROP.SIZE) == (480, 480) and tuple(pc.INPUT.SEM_SEG.TEST_RESIZE_SCALE) == (520, 520)
     assert (pc.TEST.SEM_SEG.MODE, tuple(pc.TEST.SEM_SEG.CROP_SIZE), tuple(pc.TEST.SEM_SEG.STRIDE)) == \
         ("slide", (480, 480), (320, 320))
+
+
+def test_overlay_writer_draws_the_mapped_ground_truth(tmp_path, monkeypatch):
+    from segdet.evaluation.visualization import PredictionOverlayWriter
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    raw = _coco_layout(str(tmp_path))
+    d = DatasetCatalog.get("coco_stuff_164k_sem_seg_val")[0]
+    writer = PredictionOverlayWriter("coco_stuff_164k_sem_seg_val", str(tmp_path / "vis"))
+    np.testing.assert_array_equal(writer._ground_truth(d), np.vectorize(COCO_CASES.get)(raw))

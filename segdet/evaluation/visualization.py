@@ -85,9 +85,11 @@ class PredictionOverlayWriter(DatasetEvaluator):
             path = self._gt_files.get(inp["file_name"])
         if not path or not os.path.isfile(path):
             return None
-        from segdet.data.io import read_sem_seg_label
+        from segdet.data.io import metadata_label_lookup, read_sem_seg_label
 
-        return read_sem_seg_label(path, reduce_zero_label=getattr(self._metadata, "reduce_zero_label", False))
+        ignore = int(getattr(self._metadata, "ignore_label", 255))
+        return read_sem_seg_label(path, reduce_zero_label=getattr(self._metadata, "reduce_zero_label", False),
+                                  ignore_label=ignore, lookup=metadata_label_lookup(self._metadata, ignore))
 
     def evaluate(self):
         return {}
