@@ -101,6 +101,26 @@ def test_multi_scale_flip_of_a_scale_consistent_model_is_the_plain_output():
     torch.testing.assert_close(out, _plain_prob(model, image), rtol=0, atol=1e-6)
 
 
+def test_multi_scale_flip_is_mmseg_aug_test():
+    """mmseg's aug_test written out: per scale (OpenCV bilinear resize of the image) and flip,
+    logits resized bilinearly to the original size, then softmax, flipped back, averaged."""
+    import cv2
+    from torch.nn import functional as F
+
+    model, image = _model(3), _random_image()
+    expected = []
+    for h, w in ((20, 30), (60, 90)):  # ratios 0.5, 1.5 of (60, 40) for a 40x60 image
+        hwc = cv2.resize(image.permute(1, 2, 0).numpy(), (w, h), interpolation=cv2.INTER_LINEAR)
+        scaled = torch.as_tensor(hwc).permute(2, 0, 1)
+        for flip in (False, True):
+            with torch.no_grad():
+                logits = model([{"image": scaled.flip(-1) if flip else scaled}])[0]["sem_seg"]
+            prob = F.interpolate(logits[None], size=(40, 60), mode="bilinear", align_corners=False)[0].softmax(0)
+            expected.append(prob.flip(-1) if flip else prob)
+    out = _tta(_cfg(ratios=(0.5, 1.5), flip=True), model, image)
+    torch.testing.assert_close(out, torch.stack(expected).mean(0), rtol=0, atol=1e-6)
+
+
 def test_multi_scale_changes_the_output_of_a_non_consistent_model():
     model, image = _model(3), _random_image()
     out = _tta(_cfg(ratios=(0.5, 1.0, 1.5), flip=False), model, image)
