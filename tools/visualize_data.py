@@ -49,7 +49,7 @@ from detectron2.utils.env import seed_all_rng  # noqa: E402
 from detectron2.utils.visualizer import Visualizer  # noqa: E402
 
 import segdet  # noqa: E402,F401  (registers everything)
-from segdet.data.io import read_image_checked, read_sem_seg_label  # noqa: E402
+from segdet.data.io import metadata_label_lookup, read_image_checked, read_sem_seg_label  # noqa: E402
 from segdet.utils.config_io import load_config  # noqa: E402
 from segdet.utils.errors import ConfigError, run_with_clear_errors  # noqa: E402
 
@@ -135,7 +135,8 @@ def annotation_pictures(cfg, names):
             sem_seg = None
             if "sem_seg_file_name" in d:
                 reduce = bool(d.get("reduce_zero_label", metadata.get("reduce_zero_label", False)))
-                sem_seg = read_sem_seg_label(d["sem_seg_file_name"], reduce_zero_label=reduce, ignore_label=ignore)
+                sem_seg = read_sem_seg_label(d["sem_seg_file_name"], reduce_zero_label=reduce, ignore_label=ignore,
+                                             lookup=metadata_label_lookup(metadata, ignore))
             image = read_image_checked(d["file_name"], format="RGB")
             yield d["file_name"], draw(image, metadata, ignore, boxes, [a["category_id"] for a in annos],
                                        [a.get("iscrowd", 0) for a in annos], masks, sem_seg)
