@@ -171,3 +171,14 @@ def test_overlay_writer_draws_the_mapped_ground_truth(tmp_path, monkeypatch):
     d = DatasetCatalog.get("coco_stuff_164k_sem_seg_val")[0]
     writer = PredictionOverlayWriter("coco_stuff_164k_sem_seg_val", str(tmp_path / "vis"))
     np.testing.assert_array_equal(writer._ground_truth(d), np.vectorize(COCO_CASES.get)(raw))
+
+
+def test_predicted_label_pngs_are_written_as_the_dataset_file_values():
+    from segdet.engine.prediction_outputs import label_map_in_dataset_ids
+
+    classes = torch.tensor([[0, 11, 24], [60, 80, 170]])
+    logits = torch.nn.functional.one_hot(classes, 171).permute(2, 0, 1).float()
+    coco = label_map_in_dataset_ids(logits, MetadataCatalog.get("coco_stuff_164k_sem_seg_val"))
+    np.testing.assert_array_equal(coco, [[0, 12, 26], [66, 91, 181]])
+    pc = label_map_in_dataset_ids(logits[:59], MetadataCatalog.get("pascal_context_59_sem_seg_val"))
+    assert pc[0, 1] == 12 and pc.dtype == np.uint8
