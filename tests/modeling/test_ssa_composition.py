@@ -25,12 +25,15 @@ CGRSEG_SHAPES = {"res3": ShapeSpec(channels=8, stride=8), "res4": ShapeSpec(chan
                  "res5": ShapeSpec(channels=24, stride=32)}
 FPN_SHAPES = {f"p{i}": ShapeSpec(channels=8, stride=2 ** i) for i in range(2, 6)}
 
-# Recorded from the mixin heads (fad41c4) with _filled / _features / _labels below.
+# Recorded from the mixin heads (fad41c4) with _filled / _features / _labels below, except
+# loss_sem_seg: re-recorded when the main CE moved to the official align_corners=True upsampling
+# (the mixin's align_corners=False values are checked in test_main_ce_before_and_after_the_upsampling_fix).
+MIXIN_CE_ALIGN_CORNERS_FALSE = {"cgrseg": 2.000778405464578, "fpn": 1.384260272069259}
 RECORDED = {
     "cgrseg": {
         "logits_sum": -829.1910319996141, "logits_abs_sum": 961.7707184299761, "full_sum": -53068.2260479753,
         "logits_00": [-7.360967834955151, -3.6122228569798653, -5.500453619155293],
-        "losses": {"loss_sem_seg": 2.000778405464578, "loss_ssa_coarse_ce": 1.1454927926803575,
+        "losses": {"loss_sem_seg": 2.0332555316883036, "loss_ssa_coarse_ce": 1.1454927926803575,
                    "loss_ssa_dice": 0.9055474644488369, "loss_ssa_response_kd": 0.9191903633203516,
                    "loss_ssa_semantic_kd": 0.1468706716907626, "loss_ssa_spatial_kd": 2.4040617486542746,
                    "loss_ssa_teacher_ce": 1.4868038700223445, "loss_ssa_teacher_dice": 0.55211822666263},
@@ -38,7 +41,7 @@ RECORDED = {
     "fpn": {
         "logits_sum": -2406.1583935135686, "logits_abs_sum": 2711.6518022515747, "full_sum": -38498.5342962171,
         "logits_00": [0.5165419651098784, 1.9523921066334275, -0.6193355984292289],
-        "losses": {"loss_sem_seg": 1.384260272069259, "loss_ssa_coarse_ce": 3.0327030334994887,
+        "losses": {"loss_sem_seg": 1.386062308679624, "loss_ssa_coarse_ce": 3.0327030334994887,
                    "loss_ssa_dice": 0.7647133445963835, "loss_ssa_response_kd": 1.2426701994147984,
                    "loss_ssa_semantic_kd": 1.2533979070161285, "loss_ssa_spatial_kd": 35.24507558987269,
                    "loss_ssa_teacher_ce": 1.238469055921252, "loss_ssa_teacher_dice": 0.5324951102470695},
@@ -103,6 +106,27 @@ def test_logits_and_losses_equal_the_recorded_float64_values(name):
     assert logits[0, :, 0, 0].tolist() == pytest.approx(ref["logits_00"], rel=1e-12)
     _, losses = head.train()(feats, gt)
     assert {k: v.item() for k, v in losses.items()} == pytest.approx(ref["losses"], rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["cgrseg", "fpn"])
+def test_main_ce_before_and_after_the_upsampling_fix(name):
+    """The head's main CE is the CE of its logits upsampled with align_corners=True; with
+    align_corners=False the same logits give the mixin's recorded value."""
+    from torch.nn import functional as F
+
+    from segdet.modeling.sem_seg.losses import sem_seg_cross_entropy
+
+    head, shapes = _heads()[name]
+    head = _filled(head).train()
+    feats, gt = _features(shapes), _labels()
+    _, losses = head(feats, gt)
+    _, _, out = head.ssa_outputs(feats)
+    avg = head.criterion.avg_non_ignore
+    ce = {ac: sem_seg_cross_entropy(F.interpolate(out["logits"], size=gt.shape[-2:], mode="bilinear",
+                                                  align_corners=ac), gt, 255, avg).item() for ac in (False, True)}
+    assert ce[False] == pytest.approx(MIXIN_CE_ALIGN_CORNERS_FALSE[name], rel=1e-12)
+    assert losses["loss_sem_seg"].item() == pytest.approx(ce[True], rel=1e-12)
+    assert abs(ce[True] - ce[False]) > 1e-3
 
 
 def test_criterion_alone_gives_the_head_losses():

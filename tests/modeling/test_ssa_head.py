@@ -115,7 +115,7 @@ def test_training_returns_the_eight_weighted_terms(avg_non_ignore):
     expected = ssa_losses(out, teacher, coarse, gt, avg_non_ignore=avg_non_ignore)
     for name in ALL_NAMES:
         torch.testing.assert_close(losses[name], expected[name], msg=name)
-    ce = sem_seg_cross_entropy(F.interpolate(out["logits"], size=(128, 128), mode="bilinear", align_corners=False),
+    ce = sem_seg_cross_entropy(F.interpolate(out["logits"], size=(128, 128), mode="bilinear", align_corners=True),
                                gt, 255, avg_non_ignore)
     torch.testing.assert_close(losses["loss_sem_seg"], ce)
     # weights come from MODEL.SSA.LOSS_WEIGHTS (lower-cased keys)

@@ -97,7 +97,7 @@ class SSACriterion(nn.Module):
         if w["dice"] != 0 or (teacher_out is not None and w["teacher_dice"] != 0):
             num_masks = global_num_masks(targets, student_out["logits"].shape[1], self.ignore_index)
         return ssa_losses(student_out, teacher_out, coarse_logits, targets, weights=w,
-                          ignore_index=self.ignore_index, avg_non_ignore=self.avg_non_ignore, align_corners=False,
+                          ignore_index=self.ignore_index, avg_non_ignore=self.avg_non_ignore,
                           smoothness=self.kd_smoothness, edge_size=self.edge_size, border=self.border,
                           relation_temperature=self.relation_temperature, num_masks=num_masks)
 

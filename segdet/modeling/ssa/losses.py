@@ -248,7 +248,6 @@ def ssa_losses(
     weights: Optional[Mapping[str, float]] = None,
     ignore_index: int = 255,
     avg_non_ignore: bool = True,
-    align_corners: bool = False,
     smoothness: float = 0.5,
     edge_size: int = 3,
     border: int = 6,
@@ -256,6 +255,10 @@ def ssa_losses(
     num_masks: Optional[Union[float, torch.Tensor]] = None,
 ) -> Dict[str, torch.Tensor]:
     """All SSA training losses, each already multiplied by its weight.
+
+    Every label-size term, the main CE included, upsamples its logits bilinearly with
+    align_corners=True, as the official ``CGRSeg_ssa.forward_train`` does before calling
+    ``self.losses`` (the model's align_corners=False applies to its inference output only).
 
     Args:
         student_out: :meth:`SSAClassifier.forward`'s dict: ``logits`` O (B, K, h, w), ``sem_proto``
@@ -267,8 +270,6 @@ def ssa_losses(
         weights: {key of :data:`DEFAULT_SSA_LOSS_WEIGHTS`: weight}; missing keys keep the default.
             A term whose weight is 0 is not computed nor returned.
         avg_non_ignore: the main CE's reduction (False = mmseg's mean over all pixels, official).
-        align_corners: the main CE's upsampling (the model's setting). The other label-size terms
-            upsample with align_corners=True, as the official code.
         smoothness, edge_size, border: response KD's α and boundary mask.
         relation_temperature: τ of the semantic-domain relation.
         num_masks: Dice normaliser (all-reduced by the caller); None = this batch's count.
@@ -292,7 +293,7 @@ def ssa_losses(
         return upsample_logits(x, size, align_corners=True)
 
     if "ce" in on:
-        out["ce"] = sem_seg_cross_entropy(upsample_logits(logits, size, align_corners), targets,
+        out["ce"] = sem_seg_cross_entropy(up(logits), targets,
                                           ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
     if "coarse_ce" in on:
         out["coarse_ce"] = valid_pixel_cross_entropy(up(coarse_logits), targets, ignore_index)
