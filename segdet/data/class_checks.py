@@ -24,6 +24,12 @@ def _architecture(cfg) -> str:
 def num_classes_key(cfg) -> Optional[tuple]:
     """(config key, metadata field) the model's class count is checked by, or None."""
     arch = _architecture(cfg)
+    if arch == "MultiTaskModel":  # checked per training set, with the set's task's mapper name
+        if cfg.INPUT.DATASET_MAPPER_NAME == "sem_seg":
+            return "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "stuff_classes"
+        if cfg.INPUT.DATASET_MAPPER_NAME != "default" or not cfg.MODEL.MULTI_TASK.DETECTOR:
+            return None
+        arch = cfg.MODEL.MULTI_TASK.DETECTOR
     if "SemanticSegmentor" in arch or (cfg.INPUT.DATASET_MAPPER_NAME == "sem_seg" and "RCNN" not in arch):
         return "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "stuff_classes"
     if arch == "RetinaNet":

@@ -4,6 +4,7 @@ import os
 import re
 import weakref
 from collections import OrderedDict
+from typing import Optional
 
 import torch
 
@@ -41,9 +42,18 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def build_mapper(cfg, is_train: bool):
-    """The dataset mapper named by ``cfg.INPUT.DATASET_MAPPER_NAME``."""
+def build_mapper(cfg, is_train: bool, dataset_name: Optional[str] = None):
+    """The dataset mapper named by ``cfg.INPUT.DATASET_MAPPER_NAME``; for "multi_task", the
+    mapper of ``dataset_name``'s task (outputs tagged with it), or without a name the mapper that
+    dispatches on each dict's ``"task"``."""
     name = cfg.INPUT.DATASET_MAPPER_NAME
+    if name == "multi_task":
+        from segdet.data.multi_task import MultiTaskDatasetMapper, TaskMapper, dataset_task, task_config
+
+        if dataset_name is None:
+            return MultiTaskDatasetMapper(cfg, is_train)
+        task = dataset_task(dataset_name)
+        return TaskMapper(build_mapper(task_config(cfg, task), is_train), task)
     if name == "default":
         from segdet.data.mappers.detection_mapper import DetectionDatasetMapper
 
@@ -52,7 +62,7 @@ def build_mapper(cfg, is_train: bool):
         from segdet.data.mappers.sem_seg_mapper import SemSegDatasetMapper
 
         return SemSegDatasetMapper(cfg, is_train)
-    raise ValueError(f"INPUT.DATASET_MAPPER_NAME must be 'default' or 'sem_seg', got {name!r}")
+    raise ValueError(f"INPUT.DATASET_MAPPER_NAME must be 'default', 'sem_seg' or 'multi_task', got {name!r}")
 
 
 def divergence_message(d2_message: str, iteration: int, output_dir: str) -> str:
@@ -124,15 +134,31 @@ class Trainer(DefaultTrainer):
         ``resumable_sampler``); with ``SEED >= 0`` seeded by its own generator, so that creating
         its iterator draws nothing from torch's global RNG (which :class:`ReseedHook` resets)."""
         from segdet.data.checks import dataset_dicts_for_training  # an empty dataset: one clear line
+        from segdet.data.multi_task import build_ratio_sampler, build_task_grouped_loader, training_dicts_by_dataset
 
-        kwargs = _train_loader_from_config(cfg, mapper=build_mapper(cfg, is_train=True),
-                                           dataset=dataset_dicts_for_training(cfg))
+        multi_task = cfg.INPUT.DATASET_MAPPER_NAME == "multi_task"
+        sampler = None
+        if multi_task or cfg.DATASETS.TRAIN_SAMPLING_RATIOS:  # each set loaded (and checked) on its own
+            by_dataset = training_dicts_by_dataset(cfg)
+            dataset = [d for dicts in by_dataset.values() for d in dicts]
+            if cfg.DATASETS.TRAIN_SAMPLING_RATIOS:
+                sampler = build_ratio_sampler(cfg, by_dataset)
+        else:
+            dataset = dataset_dicts_for_training(cfg)
+        kwargs = _train_loader_from_config(cfg, mapper=build_mapper(cfg, is_train=True), dataset=dataset,
+                                           sampler=sampler)
         sampler = kwargs.get("sampler")
         if sampler is not None:
             kwargs["sampler"] = sampler = ResumableSampler(sampler)
         if cfg.SEED >= 0:
             kwargs["seed"] = cfg.SEED + comm.get_rank()
-        loader = build_detection_train_loader(**kwargs)
+        if multi_task and cfg.DATALOADER.GROUP_BY_TASK:
+            loader = build_task_grouped_loader(
+                kwargs["dataset"], mapper=kwargs["mapper"], sampler=kwargs["sampler"],
+                total_batch_size=kwargs["total_batch_size"], num_workers=kwargs["num_workers"],
+                seed=kwargs.get("seed"))
+        else:
+            loader = build_detection_train_loader(**kwargs)
         loader.resumable_sampler = sampler
         return loader
 
@@ -141,7 +167,7 @@ class Trainer(DefaultTrainer):
         from segdet.data.checks import dataset_dicts_for_testing
 
         return build_detection_test_loader(dataset=dataset_dicts_for_testing(cfg, dataset_name),
-                                           mapper=build_mapper(cfg, is_train=False),
+                                           mapper=build_mapper(cfg, is_train=False, dataset_name=dataset_name),
                                            num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod

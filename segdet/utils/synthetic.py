@@ -144,3 +144,28 @@ def synthetic_batch(cfg, height: int = 128, width: int = 160, n: int = 2, seed: 
             item["instances"] = inst
         batch.append(item)
     return batch
+
+
+def synthetic_detection_input(seed: int, size: Tuple[int, int] = (96, 128)) -> Dict:
+    """One training input with two GT boxes (class 0) on a random image of ``size`` (h, w)."""
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    inst = Instances(size)
+    inst.gt_boxes = Boxes(torch.tensor([[0.08, 0.12, 0.47, 0.73], [0.39, 0.31, 0.94, 0.94]]) *
+                          torch.tensor([w, h, w, h], dtype=torch.float32))
+    inst.gt_classes = torch.zeros(2, dtype=torch.int64)
+    return {"image": torch.rand(3, h, w, generator=g) * 255, "instances": inst}
+
+
+def synthetic_sem_seg_input(seed: int, size: Tuple[int, int] = (96, 128), num_classes: int = 3,
+                            ignore_value: int = 255) -> Dict:
+    """One training input with a random label map of ``size`` (h, w) whose top 4 rows are ignored."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    label = torch.randint(0, num_classes, size, generator=g)
+    label[:4] = ignore_value
+    return {"image": torch.rand(3, *size, generator=g) * 255, "sem_seg": label}
