@@ -18,7 +18,11 @@ scale a whole loss without editing its terms).
 """
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_segdet_config", "get_segdet_cfg"]
+__all__ = ["add_segdet_config", "get_segdet_cfg", "TEACHER_ENTRY_DEFAULTS", "complete_teacher_entries"]
+
+#: the keys of one DISTILL.TEACHERS entry and their defaults
+TEACHER_ENTRY_DEFAULTS = {"CONFIG_FILE": "", "WEIGHTS": "", "OPTS": [], "LOSSES": (), "LOSS_WEIGHTS": (), "TASK": ""}
+TEACHER_TASKS = ("", "detection", "sem_seg")
 
 
 def add_segdet_config(cfg: CN) -> CN:
@@ -245,6 +249,16 @@ def _add_distill_config(cfg: CN) -> None:
     cfg.DISTILL.LOSSES = ()
     cfg.DISTILL.LOSS_WEIGHTS = ()
     cfg.DISTILL.WARMUP_ITERS = 0
+    # Several teachers at once (replaces DISTILL.TEACHER and DISTILL.LOSSES when not empty):
+    # name -> {CONFIG_FILE, WEIGHTS, OPTS, LOSSES, LOSS_WEIGHTS: as the keys above, for this
+    # teacher; TASK: "" (every image) | "detection" | "sem_seg" (the teacher and its losses see
+    # only the images that carry boxes / a label map)}, e.g.
+    #   TEACHERS:
+    #     DETECTOR: {CONFIG_FILE: "det.yaml", WEIGHTS: "det.pth", LOSSES: ["DRKD"], TASK: "detection"}
+    #     SEGMENTOR: {CONFIG_FILE: "seg.yaml", WEIGHTS: "seg.pth", LOSSES: ["PSD", "CSD"], TASK: "sem_seg"}
+    # Each teacher's losses are named "<name>_<loss>" (lower case); its cost is logged as
+    # distill_teacher_<name>_ms.
+    cfg.DISTILL.TEACHERS = CN(new_allowed=True)
 
     # FeatureMSE (feature imitation): pairs of student/teacher module names (forward-hook taps);
     # a 1x1 conv adapter is learned where channel counts differ.
@@ -389,3 +403,21 @@ def _add_multi_task_config(cfg: CN) -> None:
     # Share of the training images drawn from each DATASETS.TRAIN set (one number per set, any
     # scale; () = in proportion to the sets' sizes). Any model and mapper can use it.
     cfg.DATASETS.TRAIN_SAMPLING_RATIOS = ()
+
+
+def complete_teacher_entries(cfg: CN, source: str = "config") -> None:
+    """Give every ``DISTILL.TEACHERS.<name>`` entry of ``cfg`` all its keys (defaults for the
+    missing ones, so that command-line overrides can set them) and refuse unknown keys and tasks
+    (:class:`~segdet.utils.errors.ConfigError` naming ``source``)."""
+    from segdet.utils.errors import ConfigError
+
+    for name, entry in cfg.DISTILL.TEACHERS.items():
+        where = f"{source}: DISTILL.TEACHERS.{name}"
+        if not isinstance(entry, CN):
+            raise ConfigError(f"{where} must be a mapping of {sorted(TEACHER_ENTRY_DEFAULTS)}, got {entry!r}")
+        unknown = sorted(set(entry) - set(TEACHER_ENTRY_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {unknown}; expected some of {sorted(TEACHER_ENTRY_DEFAULTS)}")
+        for key, default in TEACHER_ENTRY_DEFAULTS.items():
+            if key not in entry:
+                entry[key] = default

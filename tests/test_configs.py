@@ -23,10 +23,17 @@ NO_DOWNLOADS = ["MODEL.WEIGHTS", "", "MODEL.MOBILENET_V2.WEIGHTS", "", "MODEL.DE
 
 
 def _random_teacher_weights(cfg, tmp_path):
-    """For a distillation config: random weights for its teacher, so the build can load them."""
-    path = str(tmp_path / "teacher.pth")
-    opts = save_random_teacher_weights(cfg, path, NO_DOWNLOADS)
-    return ["DISTILL.TEACHER.WEIGHTS", path, "DISTILL.TEACHER.OPTS", opts]
+    """For a distillation config: random weights for its teacher(s), so the build can load them."""
+    if not len(cfg.DISTILL.TEACHERS):
+        path = str(tmp_path / "teacher.pth")
+        opts = save_random_teacher_weights(cfg, path, NO_DOWNLOADS)
+        return ["DISTILL.TEACHER.WEIGHTS", path, "DISTILL.TEACHER.OPTS", opts]
+    out = []
+    for name in cfg.DISTILL.TEACHERS:
+        path = str(tmp_path / f"teacher_{name}.pth")
+        opts = save_random_teacher_weights(cfg, path, NO_DOWNLOADS, name=name)
+        out += [f"DISTILL.TEACHERS.{name}.WEIGHTS", path, f"DISTILL.TEACHERS.{name}.OPTS", opts]
+    return out
 
 
 def test_configs_were_found():

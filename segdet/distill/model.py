@@ -1,6 +1,6 @@
 """DistillationModel: a student trained with a frozen teacher through named feature taps."""
 import contextlib
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -15,7 +15,10 @@ from .losses import DISTILL_LOSS_REGISTRY, DistillLoss
 from .taps import FeatureRecorder
 from .teacher import build_teacher, freeze
 
-__all__ = ["DistillationModel", "student_config"]
+__all__ = ["DistillationModel", "Teacher", "student_config", "TEACHER_TASKS"]
+
+#: a teacher's TASK: "" (every image) or the label an image must carry for the teacher to see it
+TEACHER_TASKS = {"": None, "detection": "instances", "sem_seg": "sem_seg"}
 
 
 def _in_backbone(name: str) -> bool:
@@ -27,6 +30,68 @@ def _current_iter() -> Optional[int]:
         return get_event_storage().iter
     except AssertionError:  # no EventStorage outside training
         return None
+
+
+def _select_batch(value: Any, index: Sequence[int], batch_size: int) -> Any:
+    """A recorded tap restricted to the images ``index`` of a batch of ``batch_size``: tensors whose
+    first dimension is the whole batch are indexed (recursively through dicts, lists and tuples);
+    anything else, e.g. the output of a multi-task student's branch, which ran on those images
+    only, is kept as it is. ``index`` is a strict subset whenever its length differs from
+    ``batch_size``, so the rule is unambiguous."""
+    if len(index) == batch_size:
+        return value
+    if isinstance(value, torch.Tensor):
+        return value[list(index)] if value.dim() and value.shape[0] == batch_size else value
+    if isinstance(value, dict):
+        return {k: _select_batch(v, index, batch_size) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_select_batch(v, index, batch_size) for v in value)
+    return value
+
+
+def _with_stand_in_labels(x: Dict, label_key: str) -> Dict:
+    """A copy of input ``x`` carrying stand-in labels of ``label_key`` (the multi-task model's),
+    for losses computed only to be multiplied by 0."""
+    from segdet.modeling.multi_task.routing import stand_in_instances
+
+    image = x["image"]
+    if label_key == "instances":
+        return {**x, "instances": stand_in_instances(tuple(image.shape[-2:]), image.device)}
+    return {**x, "sem_seg": torch.zeros(image.shape[-2:], dtype=torch.int64, device=image.device)}
+
+
+class Teacher:
+    """One frozen teacher of a :class:`DistillationModel` (a plain object: never in the module
+    tree, so not in ``state_dict``, ``parameters()``, DDP or ``train()``).
+
+    Attributes:
+        name: its name (``DISTILL.TEACHERS.<name>``; "teacher" for ``DISTILL.TEACHER``).
+        model: the frozen model; ``cfg``: its config.
+        losses: names of its losses in ``DistillationModel.distill_losses``.
+        task: "" (all images), "detection" or "sem_seg" (only images carrying those labels).
+        flip_channels: it expects the other channel order (RGB vs BGR) than the student.
+    """
+
+    def __init__(self, name: str, model: nn.Module, cfg=None, losses: Sequence[str] = (), task: str = "",
+                 flip_channels: bool = False):
+        if task not in TEACHER_TASKS:
+            raise ValueError(f"teacher {name!r}: TASK must be one of {sorted(TEACHER_TASKS)}, got {task!r}")
+        self.name, self.model, self.cfg = name, freeze(model), cfg
+        self.losses, self.task, self.flip_channels = list(losses), task, flip_channels
+        self.recorders: List[FeatureRecorder] = []
+        self.backbone_only = False
+
+    def attach(self, taps_by_kind: Mapping[bool, Sequence[str]]) -> None:
+        """Record the named modules ({record_inputs: names}) in every forward."""
+        self.recorders = [FeatureRecorder(self.model, taps_by_kind[False], owner=f"teacher {self.name}"),
+                          FeatureRecorder(self.model, taps_by_kind[True], record_inputs=True,
+                                          owner=f"teacher {self.name}")]
+        self.backbone_only = all(_in_backbone(n) for r in self.recorders for n in r.names)
+
+    def images(self, batched_inputs: Sequence[Dict]) -> List[int]:
+        """Indices of the inputs this teacher sees."""
+        key = TEACHER_TASKS[self.task]
+        return [i for i, x in enumerate(batched_inputs) if key is None or key in x]
 
 
 def student_config(cfg):
@@ -66,6 +131,15 @@ class DistillationModel(nn.Module):
     The teacher is held outside the module tree: it is not in ``state_dict`` (so neither in
     training checkpoints nor in the exported student), not in ``parameters()`` (so neither in
     the optimizer nor in DDP), and ``train()`` never reaches it.
+
+    Several teachers (``teachers``, ``DISTILL.TEACHERS``): each has its own config, weights, taps,
+    losses and task. A teacher with a task (e.g. a detector for a multi-task student) runs on the
+    images carrying that task's labels, and its losses receive the student's taps of those images
+    only (:func:`_select_batch`). When no image of the batch carries them, the teacher and its
+    losses run on the first image with stand-in labels and the losses are multiplied by 0 (zero
+    gradients, the same loss names and collectives on every process, as the multi-task student
+    does). :class:`~segdet.engine.distill_timer.DistillTimer` logs each teacher's forward time as
+    ``distill_teacher_<name>_ms``.
     """
 
     @configurable
@@ -73,85 +147,131 @@ class DistillationModel(nn.Module):
         self,
         *,
         student: nn.Module,
-        teacher: nn.Module,
+        teacher: Optional[nn.Module] = None,
         losses: Mapping[str, DistillLoss],
         loss_weights: Optional[Mapping[str, float]] = None,
         warmup_iters: int = 0,
         flip_teacher_channels: bool = False,
         teacher_cfg=None,
+        teachers: Optional[Sequence[Teacher]] = None,
     ):
         """
         Args:
             student: the model being trained.
-            teacher: a trained model; it is frozen here.
-            losses: {name: DistillLoss} built for this student/teacher pair.
+            teacher: a trained model; it is frozen here (or give ``teachers``).
+            losses: {name: DistillLoss} built for this student/teacher pair (with ``teachers``:
+                all teachers' losses, each named in one teacher's ``losses``).
             loss_weights: {name: weight} multiplying each loss's terms (default 1).
             warmup_iters: distillation weights ramp linearly from 0 over these iterations.
             flip_teacher_channels: the teacher expects the other channel order (RGB vs BGR).
             teacher_cfg: the teacher's config (kept for its evaluation).
+            teachers: several teachers (:class:`Teacher`), instead of ``teacher``.
         """
         super().__init__()
+        if (teacher is None) == (teachers is None):
+            raise ValueError("give either teacher or teachers")
+        if teachers is None:
+            teachers = [Teacher("teacher", teacher, teacher_cfg, list(losses), "", flip_teacher_channels)]
         self.student = student
-        self._teacher = [freeze(teacher)]  # a list keeps it out of the module tree
-        self.teacher_cfg = teacher_cfg
+        self._teachers = list(teachers)  # a plain list keeps them out of the module tree
         self.distill_losses = nn.ModuleDict(dict(losses))
+        owned = [n for t in self._teachers for n in t.losses]
+        if sorted(owned) != sorted(losses):
+            raise ValueError(f"each loss must belong to exactly one teacher: losses {sorted(losses)}, "
+                             f"teachers' {sorted(owned)}")
         self.loss_weights = {name: 1.0 for name in losses}
         self.loss_weights.update(loss_weights or {})
         unknown = set(self.loss_weights) - set(losses)
         if unknown:
             raise ValueError(f"loss weights given for unknown losses {sorted(unknown)}")
         self.warmup_iters = warmup_iters
-        self.flip_teacher_channels = flip_teacher_channels
 
-        taps = lambda side, inputs: [  # noqa: E731
-            n for loss in losses.values() if loss.record_inputs == inputs for n in getattr(loss, side)]
+        def taps(side, names, inputs):
+            return [n for name in names for n in getattr(losses[name], side) if losses[name].record_inputs == inputs]
+
+        every = list(losses)
         self._student_recorders = [
-            FeatureRecorder(student, taps("student_taps", False), owner="student"),
-            FeatureRecorder(student, taps("student_taps", True), record_inputs=True, owner="student")]
-        self._teacher_recorders = [
-            FeatureRecorder(teacher, taps("teacher_taps", False), owner="teacher"),
-            FeatureRecorder(teacher, taps("teacher_taps", True), record_inputs=True, owner="teacher")]
-        teacher_taps = [n for r in self._teacher_recorders for n in r.names]
-        self.teacher_backbone_only = all(_in_backbone(n) for n in teacher_taps)
+            FeatureRecorder(student, taps("student_taps", every, False), owner="student"),
+            FeatureRecorder(student, taps("student_taps", every, True), record_inputs=True, owner="student")]
+        for t in self._teachers:
+            t.attach({False: taps("teacher_taps", t.losses, False), True: taps("teacher_taps", t.losses, True)})
         # public switch: False skips the distillation losses (teacher and student still run)
         self.distill_losses_enabled = True
 
     @classmethod
     def from_config(cls, cfg):
+        d = cfg.DISTILL
+        student = build_model(student_config(cfg))
+        if len(d.TEACHERS):
+            specs = [(name, _teacher_spec(name, node)) for name, node in d.TEACHERS.items()]
+        else:
+            specs = [("teacher", {"CONFIG_FILE": d.TEACHER.CONFIG_FILE, "WEIGHTS": d.TEACHER.WEIGHTS,
+                                  "OPTS": d.TEACHER.OPTS, "LOSSES": d.LOSSES, "LOSS_WEIGHTS": d.LOSS_WEIGHTS,
+                                  "TASK": ""})]
+        teachers, losses, weights = [], {}, {}
+        for name, spec in specs:
+            model, teacher_cfg, names = cls._build_teacher(cfg, student, name, spec, losses, weights,
+                                                           single=not len(d.TEACHERS))
+            teachers.append(Teacher(name, model, teacher_cfg, names, spec["TASK"],
+                                    flip_channels=cfg.INPUT.FORMAT != teacher_cfg.INPUT.FORMAT))
+        return {
+            "student": student,
+            "teachers": teachers,
+            "losses": losses,
+            "loss_weights": weights or None,
+            "warmup_iters": d.WARMUP_ITERS,
+        }
+
+    @staticmethod
+    def _build_teacher(cfg, student, name: str, spec: Dict, losses: Dict, weights: Dict, single: bool):
+        """Build one teacher and its losses (added to ``losses`` / ``weights``); returns the
+        teacher, its config and its loss names."""
         from segdet.utils.config_io import load_config
         from segdet.utils.errors import ConfigError
 
-        d = cfg.DISTILL
-        student = build_model(student_config(cfg))
-
-        teacher_cfg = load_config(d.TEACHER.CONFIG_FILE, list(d.TEACHER.OPTS) + ["MODEL.DEVICE", cfg.MODEL.DEVICE])
-        teacher, teacher_cfg = build_teacher(teacher_cfg, d.TEACHER.WEIGHTS, trust_pickle=cfg.MODEL.TRUST_PICKLE)
-
-        if d.LOSS_WEIGHTS and len(d.LOSS_WEIGHTS) != len(d.LOSSES):
-            raise ConfigError(f"DISTILL.LOSS_WEIGHTS has {len(d.LOSS_WEIGHTS)} values for "
-                              f"{len(d.LOSSES)} DISTILL.LOSSES {list(d.LOSSES)}")
-        losses = {}
-        for name in d.LOSSES:
+        key = "DISTILL" if single else f"DISTILL.TEACHERS.{name}"
+        teacher_key = "DISTILL.TEACHER" if single else key
+        teacher_cfg = load_config(spec["CONFIG_FILE"], list(spec["OPTS"]) + ["MODEL.DEVICE", cfg.MODEL.DEVICE])
+        teacher, teacher_cfg = build_teacher(teacher_cfg, spec["WEIGHTS"], trust_pickle=cfg.MODEL.TRUST_PICKLE,
+                                             key=f"{teacher_key}.WEIGHTS", name=name)
+        if spec["LOSS_WEIGHTS"] and len(spec["LOSS_WEIGHTS"]) != len(spec["LOSSES"]):
+            raise ConfigError(f"{key}.LOSS_WEIGHTS has {len(spec['LOSS_WEIGHTS'])} values for "
+                              f"{len(spec['LOSSES'])} {key}.LOSSES {list(spec['LOSSES'])}")
+        names = []
+        for i, loss_name in enumerate(spec["LOSSES"]):
             try:
-                loss_cls = DISTILL_LOSS_REGISTRY.get(name)
+                loss_cls = DISTILL_LOSS_REGISTRY.get(loss_name)
             except KeyError:
-                raise ConfigError(f"DISTILL.LOSSES: unknown loss {name!r}; registered: "
+                raise ConfigError(f"{key}.LOSSES: unknown loss {loss_name!r}; registered: "
                                   f"{sorted(k for k, _ in DISTILL_LOSS_REGISTRY)}") from None
-            losses[name.lower()] = loss_cls(cfg, student, teacher)
-        weights = dict(zip([n.lower() for n in d.LOSSES], d.LOSS_WEIGHTS)) if d.LOSS_WEIGHTS else None
-        return {
-            "student": student,
-            "teacher": teacher,
-            "losses": losses,
-            "loss_weights": weights,
-            "warmup_iters": d.WARMUP_ITERS,
-            "flip_teacher_channels": cfg.INPUT.FORMAT != teacher_cfg.INPUT.FORMAT,
-            "teacher_cfg": teacher_cfg,
-        }
+            full = loss_name.lower() if single else f"{name}_{loss_name}".lower()
+            losses[full] = loss_cls(cfg, student, teacher)
+            if spec["LOSS_WEIGHTS"]:
+                weights[full] = spec["LOSS_WEIGHTS"][i]
+            names.append(full)
+        return teacher, teacher_cfg, names
+
+    @property
+    def teachers(self) -> List[Teacher]:
+        """Every teacher, in config order."""
+        return list(self._teachers)
 
     @property
     def teacher(self) -> nn.Module:
-        return self._teacher[0]
+        """The (first) teacher's model."""
+        return self._teachers[0].model
+
+    @property
+    def teacher_cfg(self):
+        return self._teachers[0].cfg
+
+    @property
+    def flip_teacher_channels(self) -> bool:
+        return self._teachers[0].flip_channels
+
+    @property
+    def teacher_backbone_only(self) -> bool:
+        return self._teachers[0].backbone_only
 
     @property
     def device(self) -> torch.device:
@@ -159,7 +279,8 @@ class DistillationModel(nn.Module):
 
     def train(self, mode: bool = True) -> "DistillationModel":
         super().train(mode)
-        self.teacher.eval()
+        for t in self._teachers:
+            t.model.eval()
         return self
 
     def export_student_state_dict(self) -> Dict[str, torch.Tensor]:
@@ -187,23 +308,41 @@ class DistillationModel(nn.Module):
         """
         if not self.training:
             return self.student(batched_inputs)
+        routes = self._routes(batched_inputs)
         with record_function("distill/teacher"):
-            teacher_feats = self._run_teacher(batched_inputs)
+            teacher_feats = {t.name: self._run_teacher(t, [batched_inputs[i] for i in routes[t.name][0]])
+                             for t in self._teachers}
         with record_function("distill/student"):
             student_feats, losses = self._run_student(batched_inputs)
         if not self.distill_losses_enabled:
             return losses
         with record_function("distill/losses"):
             factor = self._warmup_factor()
-            for name, loss in self.distill_losses.items():
-                terms = loss(
-                    {n: student_feats[n] for n in loss.student_taps},
-                    {n: teacher_feats[n] for n in loss.teacher_taps},
-                    batched_inputs,
-                )
-                for term, value in terms.items():
-                    losses[f"loss_distill_{term}"] = value * (self.loss_weights[name] * factor)
+            for t in self._teachers:
+                index, absent = routes[t.name]
+                inputs = [batched_inputs[i] for i in index]
+                if absent:
+                    inputs = [_with_stand_in_labels(x, TEACHER_TASKS[t.task]) for x in inputs]
+                for name in t.losses:
+                    loss = self.distill_losses[name]
+                    terms = loss(
+                        {n: _select_batch(student_feats[n], index, len(batched_inputs)) for n in loss.student_taps},
+                        {n: teacher_feats[t.name][n] for n in loss.teacher_taps},
+                        inputs,
+                    )
+                    scale = self.loss_weights[name] * factor * (0.0 if absent else 1.0)
+                    for term, value in terms.items():
+                        losses[f"loss_distill_{term}"] = value * scale
         return losses
+
+    def _routes(self, batched_inputs: List[Dict]) -> Dict[str, tuple]:
+        """{teacher name: (indices of the images it sees, absent)}; a teacher none of whose images
+        is in the batch gets the first image, with ``absent`` True (its losses count 0)."""
+        routes = {}
+        for t in self._teachers:
+            index = t.images(batched_inputs)
+            routes[t.name] = (index or [0], not index)
+        return routes
 
     def _warmup_factor(self) -> float:
         it = _current_iter()
@@ -211,18 +350,16 @@ class DistillationModel(nn.Module):
             return 1.0
         return min(1.0, (it + 1) / self.warmup_iters)
 
-    def _teacher_inputs(self, batched_inputs: List[Dict]) -> List[Dict]:
-        if not self.flip_teacher_channels:
-            return batched_inputs
-        return [{**x, "image": x["image"].flip(0)} for x in batched_inputs]
-
     @torch.no_grad()
-    def _run_teacher(self, batched_inputs: List[Dict]) -> Dict:
-        teacher = self.teacher
-        for r in self._teacher_recorders:
+    def _run_teacher(self, t: Teacher, batched_inputs: List[Dict]) -> Dict:
+        """Run teacher ``t`` on ``batched_inputs``; its recorded taps."""
+        teacher = t.model
+        for r in t.recorders:
             r.__enter__()
-        inputs = self._teacher_inputs(batched_inputs)
-        if self.teacher_backbone_only:
+        inputs = batched_inputs
+        if t.flip_channels:
+            inputs = [{**x, "image": x["image"].flip(0)} for x in batched_inputs]
+        if t.backbone_only:
             images = [(x["image"].to(teacher.pixel_mean.device) - teacher.pixel_mean) / teacher.pixel_std
                       for x in inputs]
             images = ImageList.from_tensors(images, teacher.backbone.size_divisibility,
@@ -230,7 +367,7 @@ class DistillationModel(nn.Module):
             teacher.backbone(images.tensor)
         else:
             teacher(inputs)
-        return self._collect(self._teacher_recorders, "teacher")
+        return self._collect(t.recorders, f"teacher {t.name}" if len(self._teachers) > 1 else "teacher")
 
     def _run_student(self, batched_inputs: List[Dict]):
         for r in self._student_recorders:
@@ -248,3 +385,17 @@ class DistillationModel(nn.Module):
                                    "in the forward pass")
             feats.update(r.outputs)
         return feats
+
+
+def _teacher_spec(name: str, node) -> Dict:
+    """The keys of ``DISTILL.TEACHERS.<name>`` with their defaults (the config loader has checked
+    the key names); an unknown task or an empty loss list is refused."""
+    from segdet.config import TEACHER_ENTRY_DEFAULTS
+    from segdet.utils.errors import ConfigError
+
+    spec = {**TEACHER_ENTRY_DEFAULTS, **node}
+    if spec["TASK"] not in TEACHER_TASKS:
+        raise ConfigError(f"DISTILL.TEACHERS.{name}.TASK must be one of {sorted(TEACHER_TASKS)}, got {spec['TASK']!r}")
+    if not spec["LOSSES"]:
+        raise ConfigError(f"DISTILL.TEACHERS.{name}.LOSSES is empty: name this teacher's losses, e.g. ['DRKD']")
+    return spec

@@ -48,12 +48,17 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_teacher(teacher_cfg: CfgNode, weights: str, trust_pickle: bool = False) -> Tuple[nn.Module, CfgNode]:
+def build_teacher(teacher_cfg: CfgNode, weights: str, trust_pickle: bool = False,
+                  key: str = "DISTILL.TEACHER.WEIGHTS", name: str = "teacher") -> Tuple[nn.Module, CfgNode]:
     """Build the teacher from its own config, load ``weights`` strictly (plain unpickling only
-    with ``trust_pickle``: the student config's ``MODEL.TRUST_PICKLE``) and freeze it."""
+    with ``trust_pickle``: the student config's ``MODEL.TRUST_PICKLE``) and freeze it.
+
+    Args:
+        key: the config key that named ``weights``, for messages; name: the teacher's name."""
     teacher = build_model(teacher_cfg)
-    load_weights_strict(teacher, weights, trust_pickle=trust_pickle)
+    what = "teacher" if name == "teacher" else f"teacher {name}"
+    load_weights_strict(teacher, weights, what=what, trust_pickle=trust_pickle, key=key)
     n = sum(p.numel() for p in teacher.parameters())
-    logger.info(f"Teacher {teacher_cfg.MODEL.META_ARCHITECTURE}: {n / 1e6:.3f} M parameters, frozen "
-                "(eval mode, no gradients, not in the optimizer, DDP or student checkpoints)")
+    logger.info(f"{what[0].upper() + what[1:]} {teacher_cfg.MODEL.META_ARCHITECTURE}: {n / 1e6:.3f} M parameters, "
+                "frozen (eval mode, no gradients, not in the optimizer, DDP or student checkpoints)")
     return freeze(teacher), teacher_cfg

@@ -12,7 +12,8 @@ training forward at three boundaries:
 the timer's only cost, which is why it is opt-in. Evaluation forwards are not timed.
 
 Each step's times go to the current EventStorage (if any) as ``distill_teacher_ms``,
-``distill_student_ms`` and ``distill_losses_ms``, and are kept in :attr:`DistillTimer.last_s`
+``distill_student_ms`` and ``distill_losses_ms`` (with several teachers also each one's forward,
+``distill_teacher_<name>_ms``), and are kept in :attr:`DistillTimer.last_s`
 and :attr:`DistillTimer.history_s` (seconds) for tools such as ``tools/benchmark.py``.
 """
 import logging
@@ -55,6 +56,8 @@ class DistillTimer:
         self._marks: Dict[str, float] = {}
         self._handles = []
         self.last_s: Dict[str, float] = {}
+        #: with several teachers, {teacher name: seconds} of each teacher's forward in the last step
+        self.last_teacher_s: Dict[str, float] = {}
         self.history_s: Dict[str, Deque[float]] = {k: deque(maxlen=window) for k in PARTS}
 
     # ------------------------------------------------------------------ public
@@ -68,6 +71,13 @@ class DistillTimer:
             student.register_forward_hook(lambda m, args, out: self._mark("student_end")),
             self.model.register_forward_hook(lambda m, args, out: self._finish()),
         ]
+        teachers = getattr(self.model, "teachers", [])
+        if len(teachers) > 1:  # each teacher's own forward (its backbone's when only that runs)
+            for t in teachers:
+                module = t.model.backbone if t.backbone_only else t.model
+                self._handles += [
+                    module.register_forward_pre_hook(lambda m, args, n=t.name: self._mark(f"teacher_{n}_start")),
+                    module.register_forward_hook(lambda m, args, out, n=t.name: self._mark(f"teacher_{n}_end"))]
         return self
 
     def detach(self) -> None:
@@ -100,12 +110,16 @@ class DistillTimer:
         self._marks[name] = self._now()
 
     def _finish(self) -> None:
-        if not self.model.training or len(self._marks) != 3:
+        m = self._marks
+        if not self.model.training or not {"start", "student_start", "student_end"} <= set(m):
             return
-        end, m = self._now(), self._marks
+        end = self._now()
         self.last_s = {"teacher": m["student_start"] - m["start"],
                        "student": m["student_end"] - m["student_start"],
                        "losses": end - m["student_end"]}
+        self.last_teacher_s = {k[len("teacher_"):-len("_start")]: m[k.replace("_start", "_end")] - m[k]
+                               for k in m if k.startswith("teacher_") and k.endswith("_start")
+                               and k.replace("_start", "_end") in m}
         self._marks = {}
         for key, value in self.last_s.items():
             self.history_s[key].append(value)
@@ -118,6 +132,7 @@ class DistillTimer:
             storage = None
         if storage is not None:
             storage.put_scalars(**{f"distill_{k}_ms": v * 1e3 for k, v in self.last_s.items()},
+                                **{f"distill_teacher_{k.lower()}_ms": v * 1e3 for k, v in self.last_teacher_s.items()},
                                 smoothing_hint=True)
         if self.log_period_s > 0:
             mean = self.mean_ms()

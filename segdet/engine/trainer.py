@@ -211,14 +211,22 @@ class Trainer(DefaultTrainer):
         else:
             results = super().test(cfg, model, evaluators)
         inner = model.module if hasattr(model, "module") else model
-        teacher = getattr(inner, "teacher", None)
-        if teacher is not None and cfg.DISTILL.EVAL_TEACHER:
-            cfg_t = inner.teacher_cfg
+        teachers = getattr(inner, "teachers", None)
+        if teachers and cfg.DISTILL.EVAL_TEACHER:
+            from segdet.data.multi_task import dataset_task
+
             teacher_results = OrderedDict()
-            for name in cfg.DATASETS.TEST:
-                folder = os.path.join(cfg.OUTPUT_DIR, "inference_teacher", name)
-                result = super().test(cfg_t, teacher, [cls.build_evaluator(cfg_t, name, folder)])
-                teacher_results[f"teacher/{name}"] = result
+            for t in teachers:  # each on the test sets of its task
+                prefix = "teacher" if len(teachers) == 1 else f"teacher_{t.name}"
+                for name in cfg.DATASETS.TEST:
+                    if t.task and dataset_task(name) != t.task:
+                        continue
+                    cfg_t = t.cfg.clone()
+                    cfg_t.defrost()
+                    cfg_t.DATASETS.TEST = (name,)
+                    folder = os.path.join(cfg.OUTPUT_DIR, f"inference_{prefix}", name)
+                    result = super().test(cfg_t, t.model, [cls.build_evaluator(cfg_t, name, folder)])
+                    teacher_results[f"{prefix}/{name}"] = result
             if not isinstance(results, OrderedDict) or len(cfg.DATASETS.TEST) == 1:
                 results = OrderedDict([(cfg.DATASETS.TEST[0], results)])
             results.update(teacher_results)

@@ -51,7 +51,7 @@ def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True)
             or ``opts`` is not a list of KEY VALUE pairs, or a key was renamed or removed (the
             message gives the new name, :mod:`segdet.utils.config_renames`).
     """
-    from segdet.config import get_segdet_cfg
+    from segdet.config import complete_teacher_entries, get_segdet_cfg
 
     if not config_file:
         raise ConfigError("no config file given (use --config-file path/to/config.yaml)")
@@ -70,6 +70,7 @@ def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True)
         if type(e).__module__.startswith("yaml"):
             raise ConfigError(f"{config_file}: not valid YAML: {e}") from None
         raise
+    complete_teacher_entries(cfg, config_file)  # their keys exist for the overrides below
     if len(opts) % 2:
         raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got {list(opts)}")
     check_renamed_keys([str(k) for k in list(opts)[0::2]], "command line")

@@ -16,7 +16,8 @@ __all__ = ["resolve_config_paths", "RELATIVE_PATH_KEYS"]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Config keys holding a path that is resolved relative to the file that sets it.
+# Config keys holding a path that is resolved relative to the file that sets it (and each
+# DISTILL.TEACHERS.<name>.CONFIG_FILE).
 RELATIVE_PATH_KEYS = ("DISTILL.TEACHER.CONFIG_FILE",)
 
 
@@ -77,7 +78,9 @@ def resolve_config_paths(cfg: CfgNode, config_file: str, from_command_line=()) -
     ``from_command_line`` names the keys set by trailing overrides: those have no defining file
     and are tried relative to the working directory, then the repo root. A path found nowhere is
     left as written (loading it later gives the "not found" error naming it)."""
-    for key in RELATIVE_PATH_KEYS:
+    teachers = _get(cfg, "DISTILL.TEACHERS") or {}
+    keys = list(RELATIVE_PATH_KEYS) + [f"DISTILL.TEACHERS.{name}.CONFIG_FILE" for name in teachers]
+    for key in keys:
         node = cfg
         parts = key.split(".")
         for part in parts[:-1]:

@@ -103,24 +103,27 @@ def register_synthetic_datasets(root: str, splits: Sequence[str] = ("train", "va
                 reduce_zero_label=False)
 
 
-def save_random_teacher_weights(cfg, path: str, extra_opts: Sequence[str] = ()) -> List[str]:
+def save_random_teacher_weights(cfg, path: str, extra_opts: Sequence[str] = (), name: str = "") -> List[str]:
     """Build the teacher of a distillation config (its ``DISTILL.TEACHER.OPTS`` plus
-    ``extra_opts``) with random weights and save them to ``path``, so the distillation model can
-    be built where no trained teacher exists (tests, timing). Returns the teacher opts used."""
+    ``extra_opts``; with ``name``, teacher ``DISTILL.TEACHERS.<name>``) with random weights and
+    save them to ``path``, so the distillation model can be built where no trained teacher exists
+    (tests, timing). Returns the teacher opts used."""
     import torch
     from detectron2.modeling import build_model
 
     from .config_io import load_config
 
-    opts = list(cfg.DISTILL.TEACHER.OPTS) + list(extra_opts)
-    teacher = build_model(load_config(cfg.DISTILL.TEACHER.CONFIG_FILE, opts))
+    node = cfg.DISTILL.TEACHERS[name] if name else cfg.DISTILL.TEACHER
+    opts = list(node.OPTS) + list(extra_opts)
+    teacher = build_model(load_config(node.CONFIG_FILE, opts))
     torch.save({"model": teacher.state_dict()}, path)
     return opts
 
 
 def synthetic_batch(cfg, height: int = 128, width: int = 160, n: int = 2, seed: int = 0) -> List[Dict]:
     """A training batch for the model ``cfg`` builds: random images with two GT boxes each
-    (detectors) or a random label map with an ignored top band (semantic segmentors)."""
+    (detectors) or a random label map with an ignored top band (semantic segmentors; the
+    multi-task model gets boxes and label maps in turn)."""
     import torch
     from detectron2.structures import Boxes, Instances
 
@@ -129,9 +132,9 @@ def synthetic_batch(cfg, height: int = 128, width: int = 160, n: int = 2, seed: 
     if arch == "DistillationModel":
         arch = cfg.DISTILL.STUDENT_META_ARCHITECTURE
     batch = []
-    for _ in range(n):
+    for i in range(n):
         item = {"image": torch.rand(3, height, width, generator=g) * 255, "height": height, "width": width}
-        if "Semantic" in arch:
+        if "Semantic" in arch or (arch == "MultiTaskModel" and i % 2):  # multi-task: boxes, labels, ...
             label = torch.randint(0, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, (height, width), generator=g)
             label[: max(1, height // 16)] = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
             item["sem_seg"] = label
