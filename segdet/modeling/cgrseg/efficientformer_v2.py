@@ -1,8 +1,9 @@
 """EfficientFormerV2 (S0 / S1 / S2 / L) as a Detectron2 backbone (the CGRSeg encoders).
 
 Outputs ``res2..res5`` at strides 4/8/16/32 (raw stage outputs, no extra norm). Any input size
-works: every stride-2 layer rounds up (ceil), and the relative-position bias tables (built for a
-``bias_resolution`` input, 512 by default) are bicubically resized to the actual token grid. The
+works: every stride-2 layer rounds up (ceil), and the relative-position biases (tables built for a
+``bias_resolution`` input, 512 by default, gathered into (heads, Nq, Nk)) are bicubically resized
+along their flattened query and key axes to the actual token counts, as the official code does. The
 parameter names match the official segmentation checkpoints (``patch_embed.*``, ``network.*``).
 """
 import math
@@ -84,7 +85,8 @@ class EfficientFormerV2(InferenceFusable, Backbone):
                 index); None = the variant's default.
             bias_resolution: input size (pixels) the attention-bias tables are built for; the
                 official checkpoints use 512.
-            norm: "BN" or "SyncBN" (nn.SyncBatchNorm, synchronising only under DDP).
+            norm: "BN" or "SyncBN" (nn.SyncBatchNorm, synchronising only under DDP; the official
+                backbone converts all its BatchNorms to SyncBatchNorm).
             in_channels: input image channels.
             layer_scale_init: initial value of the layer scales.
         """
