@@ -160,3 +160,13 @@ def test_two_process_syncbn_uses_the_statistics_of_the_whole_batch(tmp_path):
     local = _backbone(norm="BN", config=config).double().train()
     local.load_state_dict(init)
     assert not torch.allclose(local(x[:2])["res5"], ref["res5"][:2], atol=1e-6)
+
+
+def test_conversion_to_naive_sync_bn_keeps_dtype_and_exact_values():
+    sync = torch.nn.SyncBatchNorm(4).double()
+    with torch.no_grad():
+        sync.weight.copy_(torch.rand(4, dtype=torch.float64) + 1e-9)
+        sync.running_mean.copy_(torch.rand(4, dtype=torch.float64) / 3)
+    naive = convert_sync_batchnorm_to_naive(torch.nn.Sequential(sync))[0]
+    assert naive.weight.dtype == torch.float64 and naive.running_mean.dtype == torch.float64
+    assert torch.equal(naive.weight, sync.weight) and torch.equal(naive.running_mean, sync.running_mean)

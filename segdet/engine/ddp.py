@@ -12,13 +12,19 @@ __all__ = ["create_ddp_model", "convert_sync_batchnorm_to_naive"]
 def convert_sync_batchnorm_to_naive(module: nn.Module) -> nn.Module:
     """Replace every ``nn.SyncBatchNorm`` (GPU-only in torch) by detectron2's
     ``NaiveSyncBatchNorm``, which all-reduces statistics through ``torch.distributed`` and so
-    also runs on CPU with gloo. Parameters and running statistics are kept."""
+    also runs on CPU with gloo. Parameters and running statistics are kept, with their dtype
+    and device."""
     if isinstance(module, nn.SyncBatchNorm):
         naive = NaiveSyncBatchNorm(module.num_features, eps=module.eps, momentum=module.momentum,
                                    affine=module.affine, track_running_stats=module.track_running_stats)
+        like = next(module.parameters(), None)
+        if like is None:
+            like = next(module.buffers(), torch.empty(0))
+        # the dtype and device first: loading float64 weights into float32 tensors would round them
+        naive.to(device=like.device, dtype=like.dtype if like.is_floating_point() else None)
         naive.load_state_dict(module.state_dict())
         naive.train(module.training)
-        return naive.to(next(module.buffers(), torch.empty(0)).device)
+        return naive
     for name, child in module.named_children():
         new_child = convert_sync_batchnorm_to_naive(child)
         if new_child is not child:
