@@ -216,3 +216,23 @@ def test_nothing_to_predict_and_missing_input_are_one_error(tmp_path, capsys):
         with pytest.raises(SystemExit):
             _predict("--config-file", SEG_CONFIG, "--output", tmp_path / "out", *argv)
         one_error_line(capsys.readouterr().err, fragment)
+
+
+def test_joint_model_writes_boxes_label_maps_and_both_class_lists(tmp_path, data):
+    config = os.path.join(REPO_ROOT, "projects/MultiTask/configs/faster_rcnn_semseg_fpn_mnv2_trees_street.yaml")
+    opts = ["MODEL.MOBILENET_V2.WEIGHTS", "", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32",
+            "INPUT.MIN_SIZE_TEST", "96", "DATASETS.TEST", "('synthetic_det_val', 'synthetic_sem_seg_val')",
+            "TEST.DETECTIONS_PER_IMAGE", "10"]
+    torch.manual_seed(0)
+    path = tmp_path / "joint.pth"
+    torch.save({"model": build_model(load_config(config, opts)).state_dict()}, path)
+    _images(tmp_path / "in")
+    out = tmp_path / "out"
+    summary = _predict("--config-file", config, "--input", tmp_path / "in" / "a.jpg", "--output", out,
+                       "--confidence-threshold", "0.0", "MODEL.WEIGHTS", path, *opts)
+    assert summary["images"] == 1
+    assert (out / "a_overlay.png").is_file() and (out / "a_label.png").is_file() and (out / "a_color.png").is_file()
+    assert json.loads((out / "coco_instances_results.json").read_text())  # the detection branch's boxes
+    metadata, _ = load_tool("predict").dataset_metadata(load_config(config, opts))
+    assert list(metadata.thing_classes) == ["box"]  # the detection set's classes
+    assert list(metadata.stuff_classes) == ["background", "rectangle", "disk"]  # the semantic set's

@@ -100,17 +100,38 @@ def prediction_config(args):
     return load_config(args.config_file, opts + list(args.opts))
 
 
+def multi_task_metadata(names):
+    """One metadata for a multi-task model: the class names and ids of the first detection set
+    (``thing_*``) and of the first semantic set (the rest), or None without a set of each."""
+    from detectron2.data import MetadataCatalog
+    from detectron2.data.catalog import Metadata
+
+    from segdet.data.multi_task import dataset_task
+
+    det = next((n for n in names if dataset_task(n) == "detection"), None)
+    seg = next((n for n in names if dataset_task(n) == "sem_seg"), None)
+    if det is None or seg is None:
+        return None
+    fields = {k: v for k, v in MetadataCatalog.get(seg).as_dict().items() if k != "name"}
+    fields.update({k: v for k, v in MetadataCatalog.get(det).as_dict().items() if k.startswith("thing_")})
+    return Metadata(name=f"{det}+{seg}", **fields)
+
+
 def dataset_metadata(cfg):
     from detectron2.data import MetadataCatalog
 
     from segdet.engine.prediction_outputs import drawing_metadata
 
     names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)
-    metadata = MetadataCatalog.get(names[0]) if names else MetadataCatalog.get("__predict__")
-    if names and not hasattr(metadata, "thing_classes") and os.path.isfile(getattr(metadata, "json_file", "")):
-        from detectron2.data import DatasetCatalog
+    for name in names[:1] + [n for n in names[1:] if cfg.MODEL.META_ARCHITECTURE == "MultiTaskModel"]:
+        metadata = MetadataCatalog.get(name)
+        if not hasattr(metadata, "thing_classes") and os.path.isfile(getattr(metadata, "json_file", "")):
+            from detectron2.data import DatasetCatalog
 
-        DatasetCatalog.get(names[0])  # a COCO json set: loading it sets the class names and ids
+            DatasetCatalog.get(name)  # a COCO json set: loading it sets the class names and ids
+    metadata = MetadataCatalog.get(names[0]) if names else MetadataCatalog.get("__predict__")
+    if cfg.MODEL.META_ARCHITECTURE == "MultiTaskModel":
+        metadata = multi_task_metadata(names) or metadata
     m = cfg.MODEL
     num_classes = max(m.SEM_SEG_HEAD.NUM_CLASSES, m.ROI_HEADS.NUM_CLASSES, m.RETINANET.NUM_CLASSES)
     return metadata, drawing_metadata(metadata, num_classes)

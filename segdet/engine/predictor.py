@@ -86,8 +86,14 @@ class Predictor:
         self.fused = fuse_for_inference(self.model) if fuse else 0
         if fuse and not self.fused:
             logger.warning(f"{self.cfg.MODEL.META_ARCHITECTURE} has no fused inference path; --fuse does nothing")
-        # The test mapper's resize (detection: shortest edge; semantic: keep-ratio into a scale).
-        self.augmentations = build_mapper(self.cfg, is_train=False).augmentations  # an AugmentationList
+        # The test mapper's resize (detection: shortest edge; semantic: keep-ratio into a scale). A
+        # multi-task model predicts both tasks from one forward at the detection test size.
+        data_cfg = self.cfg
+        if data_cfg.INPUT.DATASET_MAPPER_NAME == "multi_task":
+            from segdet.data.multi_task import task_config
+
+            data_cfg = task_config(data_cfg, "detection")
+        self.augmentations = build_mapper(data_cfg, is_train=False).augmentations  # an AugmentationList
         self.input_format = self.cfg.INPUT.FORMAT
 
     def model_input(self, image: np.ndarray) -> Dict:
