@@ -166,6 +166,19 @@ def _add_sem_seg_config(cfg: CN) -> None:
     # (torch's ignore_index semantics); False = mmseg 0.27's mean over all pixels, ignored
     # pixels counted as zero loss (what the official CGRSeg / SSA code trains with).
     cfg.MODEL.SEM_SEG_HEAD.LOSS_AVG_NON_IGNORE = True
+    # DeepLab heads (detectron2.projects.deeplab: "DeepLabV3PlusHead", and segdet's
+    # "DeepLabV3PlusSSAHead"): the keys and defaults of detectron2's add_deeplab_config, set only
+    # if absent, so add_deeplab_config may run before or after add_segdet_config. LOSS_TYPE:
+    # "cross_entropy" or "hard_pixel_mining" (top 20% pixels; DeepLabV3PlusHead only). The
+    # head's IN_FEATURES are sorted by stride: the last is ASPP's input, the others low-level
+    # features, each projected to PROJECT_CHANNELS[i] (one entry per low-level feature);
+    # PROJECT_FEATURES is not read by DeepLabV3PlusHead (kept for DeepLab's own configs).
+    deeplab = {"LOSS_TYPE": "hard_pixel_mining", "PROJECT_FEATURES": ["res2"], "PROJECT_CHANNELS": [48],
+               "ASPP_CHANNELS": 256, "ASPP_DILATIONS": [6, 12, 18], "ASPP_DROPOUT": 0.1,
+               "USE_DEPTHWISE_SEPARABLE_CONV": False}
+    for key, value in deeplab.items():
+        if key not in cfg.MODEL.SEM_SEG_HEAD:
+            cfg.MODEL.SEM_SEG_HEAD[key] = value
 
 
 def _add_cgrseg_config(cfg: CN) -> None:
