@@ -138,3 +138,12 @@ def test_a_model_without_a_branch_for_a_test_task_is_refused():
         _model(["MODEL.MULTI_TASK.DETECTOR", ""])
     model = _model(["MODEL.MULTI_TASK.DETECTOR", "", "MODEL.MULTI_TASK.TEST_TASKS", "('sem_seg',)"])
     assert model.detector is None and model.tasks == ["sem_seg"]
+
+
+def test_a_stand_in_batch_leaves_retinanets_loss_normaliser_as_it_was():
+    model = _model(RETINANET)
+    _step(model, [_detection_image(0), _detection_image(1)])
+    before = model.detector.loss_normalizer
+    assert before != 100  # the real batch moved it from detectron2's initial value
+    _step(model, [_sem_seg_image(0), _sem_seg_image(1)])
+    assert model.detector.loss_normalizer == before

@@ -35,9 +35,9 @@ class RCNNDetectionBranch(nn.Module):
         self.roi_heads = build_roi_heads(cfg, input_shape)
 
     def detection_losses(self, images: ImageList, features: Dict[str, torch.Tensor],
-                         gt_instances: List[Instances]) -> Dict[str, torch.Tensor]:
+                         gt_instances: List[Instances], update_state: bool = True) -> Dict[str, torch.Tensor]:
         """detectron2's RPN and ROI-head losses for ``images`` (N images) and their features
-        {name: (N, C, H, W)}."""
+        {name: (N, C, H, W)} (``update_state``: these heads keep no running state)."""
         proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
         _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
         return {**proposal_losses, **detector_losses}
@@ -90,10 +90,18 @@ class RetinaNetDetectionBranch(RetinaNet):
         return self.head.cls_score.weight.device
 
     def detection_losses(self, images: ImageList, features: Dict[str, torch.Tensor],
-                         gt_instances: List[Instances]) -> Dict[str, torch.Tensor]:
-        """RetinaNet's focal and box losses for ``images`` (N) and features {name: (N, C, H, W)}."""
+                         gt_instances: List[Instances], update_state: bool = True) -> Dict[str, torch.Tensor]:
+        """RetinaNet's focal and box losses for ``images`` (N) and features {name: (N, C, H, W)}.
+        ``update_state=False`` (a stand-in batch) leaves the moving average of positive anchors
+        that normalises the losses as it was."""
         levels = [features[f] for f in self.head_in_features]
-        return self.forward_training(images, levels, self.head(levels), gt_instances)
+        saved = {k: v for k, v in vars(self).items() if k.startswith("loss_normalizer")}
+        losses = self.forward_training(images, levels, self.head(levels), gt_instances)
+        if not update_state:
+            for key in [k for k in vars(self) if k.startswith("loss_normalizer")]:
+                delattr(self, key)
+            vars(self).update(saved)
+        return losses
 
     def inference(self, images: ImageList, features: Dict[str, torch.Tensor]) -> List[Instances]:
         """Detections per image, in the padded input's coordinates."""

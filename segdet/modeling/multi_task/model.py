@@ -144,7 +144,7 @@ class MultiTaskModel(nn.Module):
                 select_images(images, index), select_features(features, index, len(images)), gt)
         stand_in = [stand_in_instances(images.image_sizes[0], self.device)]
         return zeroed(self.detector.detection_losses(
-            select_images(images, [0]), select_features(features, [0], len(images)), stand_in))
+            select_images(images, [0]), select_features(features, [0], len(images)), stand_in, update_state=False))
 
     def _sem_seg_losses(self, batched_inputs, images: ImageList, features) -> Dict[str, torch.Tensor]:
         ignore = self.sem_seg_head.ignore_value
