@@ -16,9 +16,17 @@ Heads:
   ``Dropout2d(MODEL.SSA.DROPOUT)`` (default 0.1, mmseg heads' value; 0 = none) is added before
   it, since the FPN head has none.
 
+* ``"DeepLabV3PlusSSAHead"``: detectron2's ``DeepLabV3PlusHead`` (``detectron2.projects.deeplab``)
+  with global ASPP image pooling (:class:`DeepLabV3PlusGlobalPoolHead`, also registered as a plain
+  head); S_f is the output of the last decoder stage (the fuse convs
+  on the lowest-stride feature, stride ``common_stride``, CONVS_DIM channels), the input of its
+  ``predictor``, which is the coarse classifier, as the official SSA heads take the last
+  feature before ``conv_seg``. ``Dropout2d(MODEL.SSA.DROPOUT)`` before it, as for the FPN head.
+
 State-dict keys: the decoder's sub-modules are registered on the SSA head itself (under the base
-head's own names: ``trans``, ``SIM``, ..., ``conv_seg``; ``p2``, ..., ``predictor``), and
-``decoder`` is a plain reference, not a sub-module. The keys are thus the base head's keys plus
+head's own names: ``trans``, ``SIM``, ..., ``conv_seg``; ``p2``, ..., ``predictor``;
+``decoder.<feature>.*``, ``predictor``), and the base head itself is the plain reference
+``base_head`` (also ``decoder`` for the CGRSeg and FPN heads), not a sub-module. The keys are thus the base head's keys plus
 ``ssa.*``, the names of the official checkpoints (``decode_head.X -> sem_seg_head.X``), and a
 trained base head initialises an SSA head.
 
@@ -46,6 +54,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
+from detectron2.projects.deeplab.semantic_seg import DeepLabV3PlusHead  # registers "DeepLabV3PlusHead"
 
 from ..cgrseg.head import CGRSegHead
 from .classifier import TEACHER_MODULES, SSAClassifier
@@ -56,6 +65,8 @@ __all__ = [
     "CGRSegSSAHead",
     "SemSegFPNSSAHead",
     "SemSegFPNDecoder",
+    "DeepLabV3PlusSSAHead",
+    "DeepLabV3PlusGlobalPoolHead",
     "is_ssa_teacher_key",
     "strip_ssa_teacher",
     "global_num_masks",
@@ -100,7 +111,9 @@ class SSAHead(nn.Module):
         """
         Args:
             decoder: the base head, with ``decode_features``, ``common_stride`` and ``ignore_value``;
-                its sub-modules become this head's (same names), except its ``logits_tap``.
+                its sub-modules become this head's (same names), except its ``logits_tap``. Kept
+                as the plain reference ``base_head`` (and ``decoder``, unless the base head has
+                a sub-module of that name).
             classifier: the name of the decoder's ``Conv2d(C, K, 1)`` coarse classifier.
             ssa: the SSA classifier for C channels and K classes.
             criterion: the training losses; its ``ignore_index`` must be the decoder's ``ignore_value``.
@@ -110,7 +123,9 @@ class SSAHead(nn.Module):
         if criterion.ignore_index != decoder.ignore_value:
             raise ValueError(f"SSA head: criterion.ignore_index={criterion.ignore_index} differs from the "
                              f"head's ignore_value={decoder.ignore_value}")
-        object.__setattr__(self, "decoder", decoder)  # a reference: its modules are registered below
+        object.__setattr__(self, "base_head", decoder)  # a reference: its modules are registered below
+        if "decoder" not in dict(decoder.named_children()):  # DeepLabV3PlusHead has a ``decoder`` ModuleDict
+            object.__setattr__(self, "decoder", decoder)  # the name the CGRSeg / FPN SSA heads use
         self._adopt_decoder_modules()
         if dropout is not None:
             self.dropout = dropout
@@ -122,7 +137,7 @@ class SSAHead(nn.Module):
         self._register_load_state_dict_pre_hook(self._skip_teacher_keys)
 
     def _adopt_decoder_modules(self) -> None:
-        for name, module in self.decoder.named_children():
+        for name, module in self.base_head.named_children():
             if name != "logits_tap":
                 setattr(self, name, module)
 
@@ -132,7 +147,7 @@ class SSAHead(nn.Module):
         return getattr(self, self.classifier_name)
 
     def train(self, mode: bool = True) -> "SSAHead":
-        self.decoder.train(mode)  # not a sub-module; refuses training once fused
+        self.base_head.train(mode)  # not a sub-module; refuses training once fused
         return super().train(mode)
 
     # ----------------------------------------------------------------------------- teacher
@@ -154,19 +169,19 @@ class SSAHead(nn.Module):
     # ----------------------------------------------------------------------------- inference fusion
     @property
     def is_fused(self) -> bool:
-        return bool(getattr(self.decoder, "is_fused", False))
+        return bool(getattr(self.base_head, "is_fused", False))
 
     def fuse_for_inference(self) -> "SSAHead":
         """Fuses the decoder for inference when it can be (CGRSegHead; eval only); returns self."""
-        if hasattr(self.decoder, "fuse_for_inference"):
-            self.decoder.fuse_for_inference()
+        if hasattr(self.base_head, "fuse_for_inference"):
+            self.base_head.fuse_for_inference()
             self._adopt_decoder_modules()  # fusing replaces some of the decoder's modules
         return self
 
     # ----------------------------------------------------------------------------- forward
     def ssa_feature(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """S_f (B, C, h, w), the classifier's input."""
-        return self.decoder.decode_features(features)
+        return self.base_head.decode_features(features)
 
     def ssa_outputs(self, features: Dict[str, torch.Tensor]
                     ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
@@ -254,7 +269,7 @@ class CGRSegSSAHead(SSAHead):
 
     def ssa_feature(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """S_f = linear_fuse(decode_features(features)): (B, C, H/8, W/8)."""
-        return self.linear_fuse(self.decoder.decode_features(features))
+        return self.linear_fuse(self.base_head.decode_features(features))
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -294,6 +309,91 @@ class SemSegFPNSSAHead(SSAHead):
                            f"(it gives {sorted(input_shape)})")
         ret = SemSegFPNHead.from_config(cfg, input_shape)
         ret.pop("loss_weight")  # the criterion's
+        ret["dropout"] = cfg.MODEL.SSA.DROPOUT
+        ret.update(_ssa_from_config(cfg))
+        return ret
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class DeepLabV3PlusGlobalPoolHead(DeepLabV3PlusHead):
+    """Detectron2's ``DeepLabV3PlusHead`` (same arguments, modules, state-dict keys, losses and
+    outputs) whose ASPP image pooling is global at any input size (``train_size=None``: mmseg's
+    ASPP, as in the heads the official SSA code wraps). Detectron2's ``from_config`` instead pools
+    over the training crop's grid when ``INPUT.CROP.ENABLED``, which refuses every input whose
+    stride-s map is not a multiple of that grid (whole-image test, other batch sizes).
+
+    ``decode_features(features)`` -> the last decoder stage's output, (B, decoder_channels[0],
+    H/s, W/s) with s the stride of the first (lowest-stride) feature: the input of ``predictor``.
+    """
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        ret = DeepLabV3PlusHead.from_config(cfg, input_shape)
+        ret["train_size"] = None  # global image pooling
+        return ret
+
+    def decode_features(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+        y = None
+        for f in self.in_features[::-1]:  # ASPP on the highest-stride feature, then top-down
+            proj = self.decoder[f]["project_conv"](features[f])
+            if self.decoder[f]["fuse_conv"] is None:
+                y = proj
+            else:
+                y = F.interpolate(y, size=proj.shape[2:], mode="bilinear", align_corners=False)
+                y = self.decoder[f]["fuse_conv"](torch.cat([proj, y], dim=1))
+        return y
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class DeepLabV3PlusSSAHead(SSAHead):
+    """Detectron2's DeepLabV3+ head (global ASPP image pooling: :class:`DeepLabV3PlusGlobalPoolHead`)
+    + SSA classifier. S_f = the last decoder stage's output
+    (B, CONVS_DIM, H/s, W/s), s = ``COMMON_STRIDE`` (the low-level feature's stride); ``predictor``
+    is the coarse classifier; ``dropout`` = Dropout2d(``MODEL.SSA.DROPOUT``) (Identity for 0).
+    State-dict keys of the base head are kept (``decoder.<feature>.project_conv / fuse_conv``,
+    ``predictor``), so a trained ``DeepLabV3PlusHead`` initialises it (``ssa.*`` then start fresh).
+    Built from ``MODEL.SEM_SEG_HEAD.*`` (DeepLab keys; ``LOSS_TYPE`` must be "cross_entropy": the
+    SSA criterion gives the losses) and ``MODEL.SSA.*``.
+    """
+
+    @configurable
+    def __init__(self, input_shape: Dict[str, ShapeSpec], *, num_classes: int, dropout: float = 0.1,
+                 criterion: Optional[SSACriterion] = None, temperature: float = 15.0, with_teacher: bool = True,
+                 **deeplab_args):
+        """
+        Args:
+            input_shape, num_classes, **deeplab_args: ``DeepLabV3PlusHead``'s arguments (its loss
+                settings are unused).
+            dropout: Dropout2d probability before the coarse classifier (0 = none).
+            criterion: the losses; default ``SSACriterion(ignore_index=ignore_value)``.
+            temperature, with_teacher: :class:`SSAClassifier`'s.
+        """
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"MODEL.SSA.DROPOUT must be in [0, 1), got {dropout}")
+        decoder = DeepLabV3PlusGlobalPoolHead(input_shape, num_classes=num_classes, **deeplab_args)
+        ssa = SSAClassifier(decoder.predictor.in_channels, num_classes, temperature=temperature,
+                            with_teacher=with_teacher, ignore_index=decoder.ignore_value)
+        criterion = criterion if criterion is not None else SSACriterion(ignore_index=decoder.ignore_value)
+        super().__init__(decoder, classifier="predictor", ssa=ssa, criterion=criterion,
+                         dropout=nn.Dropout2d(dropout) if dropout > 0 else nn.Identity())
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        head = cfg.MODEL.SEM_SEG_HEAD
+        missing = [f for f in head.IN_FEATURES if f not in input_shape]
+        if missing:
+            raise KeyError(f"MODEL.SEM_SEG_HEAD.IN_FEATURES: {missing} not produced by the backbone "
+                           f"(it gives {sorted(input_shape)})")
+        if len(head.IN_FEATURES) < 2 or len(head.PROJECT_CHANNELS) != len(head.IN_FEATURES) - 1:
+            raise ValueError(f"MODEL.SEM_SEG_HEAD.PROJECT_CHANNELS: expected one entry per low-level feature "
+                             f"(IN_FEATURES {list(head.IN_FEATURES)} minus the ASPP input), got "
+                             f"{list(head.PROJECT_CHANNELS)}")
+        if head.LOSS_TYPE != "cross_entropy":
+            raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS_TYPE: the SSA criterion computes the losses of "
+                             f"'DeepLabV3PlusSSAHead', set it to 'cross_entropy' (got {head.LOSS_TYPE!r})")
+        ret = DeepLabV3PlusGlobalPoolHead.from_config(cfg, input_shape)
+        for key in ("loss_weight", "loss_type"):  # the criterion's
+            ret.pop(key)
         ret["dropout"] = cfg.MODEL.SSA.DROPOUT
         ret.update(_ssa_from_config(cfg))
         return ret
