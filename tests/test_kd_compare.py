@@ -119,6 +119,8 @@ def test_plan_subset_of_arms(tmp_path):
     (DSD, {"teacher_weights": "nope.pth"}, [], "--teacher-weights: no file at nope.pth"),
     (DSD, {}, ["DISTILL.TEACHER.OPTS", "['MODEL.NOPE', 1]"], "the teacher's config (" + os.path.abspath("configs/Samples/semseg")),
     (DSD, {"max_iter": 0}, [], "--max-iter"),
+    ("projects/MultiTask/configs/faster_rcnn_semseg_fpn_mnv2_trees_street_drkd_dsd.yaml", {}, [],
+     "DISTILL.TEACHERS names 2 teachers; kd_compare compares the losses of one DISTILL.TEACHER"),
 ])
 def test_plan_errors(tmp_path, config, kwargs, opts, fragment):
     with pytest.raises(ConfigError) as e:

@@ -154,6 +154,11 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
             f"{config_file}: MODEL.META_ARCHITECTURE is {cfg.MODEL.META_ARCHITECTURE!r}; kd_compare needs a "
             "distillation config (MODEL.META_ARCHITECTURE \"DistillationModel\", e.g. "
             "projects/DSD/configs/Samples/cgrseg_t_street_dsd.yaml)")
+    if len(cfg.DISTILL.TEACHERS):
+        raise ConfigError(
+            f"{config_file}: DISTILL.TEACHERS names {len(cfg.DISTILL.TEACHERS)} teachers; kd_compare compares the "
+            "losses of one DISTILL.TEACHER (for a multi-task student with several teachers use "
+            "tools/multi_task_compare.py --distill-config)")
     arm_losses, arm_weights = _arm_losses(config_file, cfg)
     chosen, report_teacher = _select(arms, ["student", *arm_losses])
 
