@@ -320,7 +320,8 @@ class DeepLabV3PlusGlobalPoolHead(DeepLabV3PlusHead):
     outputs) whose ASPP image pooling is global at any input size (``train_size=None``: mmseg's
     ASPP, as in the heads the official SSA code wraps). Detectron2's ``from_config`` instead pools
     over the training crop's grid when ``INPUT.CROP.ENABLED``, which refuses every input whose
-    stride-s map is not a multiple of that grid (whole-image test, other batch sizes).
+    stride-s map is not a multiple of that grid (whole-image test, other input sizes); and
+    segdet's ``INPUT.CROP.SIZE`` loads as floats (its default's type), which ``AvgPool2d`` refuses.
 
     ``decode_features(features)`` -> the last decoder stage's output, (B, decoder_channels[0],
     H/s, W/s) with s the stride of the first (lowest-stride) feature: the input of ``predictor``.
