@@ -15,18 +15,19 @@ Heads:
   sum of the scale heads (stride ``common_stride``) and ``predictor`` is the coarse classifier. A
   ``Dropout2d(MODEL.SSA.DROPOUT)`` (default 0.1, mmseg heads' value; 0 = none) is added before
   it, since the FPN head has none.
-
 * ``"DeepLabV3PlusSSAHead"``: detectron2's ``DeepLabV3PlusHead`` (``detectron2.projects.deeplab``)
-  with global ASPP image pooling (:class:`DeepLabV3PlusGlobalPoolHead`, also registered as a plain
-  head); S_f is the output of the last decoder stage (the fuse convs
-  on the lowest-stride feature, stride ``common_stride``, CONVS_DIM channels), the input of its
-  ``predictor``, which is the coarse classifier, as the official SSA heads take the last
-  feature before ``conv_seg``. ``Dropout2d(MODEL.SSA.DROPOUT)`` before it, as for the FPN head.
+  with global ASPP image pooling (:class:`DeepLabV3PlusGlobalPoolHead`, also registered as a
+  plain head); S_f is the last decoder stage's output (its fuse convs on the lowest-stride
+  feature: stride ``common_stride``, CONVS_DIM channels), the input of ``predictor``, the coarse
+  classifier. The official SSA code has no DeepLabV3+ variant; as in its seven heads, S_f is the
+  last feature before the classifier, and ``Dropout2d(MODEL.SSA.DROPOUT)`` (mmseg's
+  ``dropout_ratio`` 0.1) precedes the classifier, as for the FPN head.
 
 State-dict keys: the decoder's sub-modules are registered on the SSA head itself (under the base
 head's own names: ``trans``, ``SIM``, ..., ``conv_seg``; ``p2``, ..., ``predictor``;
 ``decoder.<feature>.*``, ``predictor``), and the base head itself is the plain reference
-``base_head`` (also ``decoder`` for the CGRSeg and FPN heads), not a sub-module. The keys are thus the base head's keys plus
+``base_head`` (also ``decoder`` for the CGRSeg and FPN heads; DeepLabV3PlusHead's own ``decoder``
+is its ModuleDict of stages), not a sub-module. The keys are thus the base head's keys plus
 ``ssa.*``, the names of the official checkpoints (``decode_head.X -> sem_seg_head.X``), and a
 trained base head initialises an SSA head.
 
@@ -355,6 +356,9 @@ class DeepLabV3PlusSSAHead(SSAHead):
     ``predictor``), so a trained ``DeepLabV3PlusHead`` initialises it (``ssa.*`` then start fresh).
     Built from ``MODEL.SEM_SEG_HEAD.*`` (DeepLab keys; ``LOSS_TYPE`` must be "cross_entropy": the
     SSA criterion gives the losses) and ``MODEL.SSA.*``.
+
+    Parameters: the base head plus ``ssa.*`` (the street sample, C=64, K=3: 17,344 inference +
+    16,512 teacher).
     """
 
     @configurable
