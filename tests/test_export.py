@@ -46,6 +46,11 @@ def test_export_runs_and_matches_pytorch(config, fmt, tmp_path):
     written = json.loads((out / "export.json").read_text())
     assert written["input"]["shape"] == [1, 3, 64, 96] and written["output"]["shape"] == [1, 3, 64, 96]
     assert written["check"]["relative"] <= 1e-4 and written["check"]["max_abs_reference"] > 0
+    if fmt == "onnx":  # what tools/predict.py --onnx reads: preprocessing inside, the channel order
+        from segdet.export import onnx_session
+
+        props = onnx_session(summary["file"]).get_modelmeta().custom_metadata_map
+        assert props["segdet.preprocess"] == "1" and props["segdet.channel_order"] == written["input"]["channel_order"]
 
 
 def test_injected_mismatch_is_an_error(tmp_path, monkeypatch, capsys):

@@ -236,3 +236,62 @@ def test_joint_model_writes_boxes_label_maps_and_both_class_lists(tmp_path, data
     metadata, _ = load_tool("predict").dataset_metadata(load_config(config, opts))
     assert list(metadata.thing_classes) == ["box"]  # the detection set's classes
     assert list(metadata.stuff_classes) == ["background", "rectangle", "disk"]  # the semantic set's
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tmp_path_factory, data, weights):
+    """The sample segmentor's random weights exported to ONNX at the test-resized size of a
+    90x120 image (the config's keep-ratio resize into (128, 96)), and that image."""
+    folder = tmp_path_factory.mktemp("onnx")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(folder / "img.png")
+    Image.fromarray(rng.integers(0, 256, (90, 90, 3), dtype=np.uint8)).save(folder / "square.png")
+    predictor = Predictor(load_config(SEG_CONFIG, SEG_OPTS + ["MODEL.WEIGHTS", weights["seg"]]))
+    height, width = predictor.model_input(np.zeros((90, 120, 3), np.uint8))["image"].shape[-2:]
+    assert (height, width) != (90, 120)  # the resize is exercised, and the logits are resized back
+    summary = load_tool("export_model").main(["--config-file", SEG_CONFIG, "--format", "onnx", "--input-size",
+                                              str(height), str(width), "--output", str(folder / "export"),
+                                              "MODEL.WEIGHTS", weights["seg"], *SEG_OPTS])
+    return {"onnx": summary["file"], "image": folder / "img.png", "square": folder / "square.png",
+            "size": (height, width)}
+
+
+def test_onnx_export_predicts_the_same_files_as_pytorch(tmp_path, weights, onnx_export):
+    image = onnx_export["image"]
+    _predict("--config-file", SEG_CONFIG, "--input", image, "--output", tmp_path / "torch",
+             "MODEL.WEIGHTS", weights["seg"], *SEG_OPTS)
+    summary = _predict("--config-file", SEG_CONFIG, "--onnx", onnx_export["onnx"], "--input", image,
+                       "--output", tmp_path / "onnx", *SEG_OPTS)
+    assert summary["images"] == 1 and summary["onnx"] == onnx_export["onnx"] and summary["weights"] is None
+    label = np.asarray(Image.open(tmp_path / "onnx" / "img_label.png"))
+    assert label.shape == (90, 120) and len(np.unique(label)) > 1  # not a trivial one-class map
+    for suffix in ("label", "color", "overlay"):
+        expected = np.asarray(Image.open(tmp_path / "torch" / f"img_{suffix}.png"))
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "onnx" / f"img_{suffix}.png")), expected)
+
+
+def test_onnx_logits_match_pytorch_at_the_image_size(weights, onnx_export):
+    from segdet.data.io import read_image_checked
+    from segdet.engine.predictor import inference_config
+    from segdet.export import OnnxSegmentor
+
+    cfg = load_config(SEG_CONFIG, SEG_OPTS + ["MODEL.WEIGHTS", weights["seg"]])
+    image = read_image_checked(str(onnx_export["image"]), format="RGB")
+    expected = Predictor(cfg)([image])[0]["sem_seg"]
+    got = Predictor(cfg, model=OnnxSegmentor(onnx_export["onnx"], inference_config(cfg)))([image])[0]["sem_seg"]
+    assert got.shape == expected.shape == (3, 90, 120)
+    assert (got - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+
+
+def test_onnx_wrong_size_image_and_detector_are_one_error(tmp_path, onnx_export, capsys):
+    height, width = onnx_export["size"]
+    with pytest.raises(SystemExit) as exit_info:
+        _predict("--config-file", SEG_CONFIG, "--onnx", onnx_export["onnx"], "--input", onnx_export["square"],
+                 "--output", tmp_path / "out", *SEG_OPTS)
+    assert exit_info.value.code == 2
+    one_error_line(capsys.readouterr().err, "after the config's test resize (from 90x90)",
+                   f"fixed input is {height}x{width}", "export with --input-size")
+    with pytest.raises(SystemExit):
+        _predict("--config-file", DET_CONFIG, "--onnx", onnx_export["onnx"], "--input", onnx_export["image"],
+                 "--output", tmp_path / "det", *DET_OPTS)
+    one_error_line(capsys.readouterr().err, "is a GeneralizedRCNN", "semantic segmentors only")

@@ -67,16 +67,18 @@ def example_inputs(wrapper, batch: int, height: int, width: int, seed: int):
     return torch.randn(batch, 3, height, width, generator=generator)
 
 
-def export_onnx(wrapper, example, path: str, opset: int, threads):
-    """Writes ``path``; returns a function running it in onnxruntime (CPU)."""
-    import onnxruntime
+def export_onnx(wrapper, example, path: str, opset: int, threads, metadata: dict):
+    """Writes ``path`` with ``metadata`` (segdet.* keys, read by tools/predict.py --onnx);
+    returns a function running it in onnxruntime (CPU)."""
     import torch
 
-    torch.onnx.export(wrapper, (example,), path, dynamo=True, opset_version=opset,
-                      input_names=["image"], output_names=["logits"], verbose=False)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    from segdet.export import onnx_session
+
+    program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=opset,
+                                input_names=["image"], output_names=["logits"], verbose=False)
+    program.model.metadata_props.update(metadata)
+    program.save(path, external_data=True)  # the weights in model.onnx.data, as torch.onnx.export writes them
+    session = onnx_session(path, threads)
     return lambda x: session.run(None, {"image": x.numpy()})[0]
 
 
@@ -94,7 +96,7 @@ def run(args) -> dict:
 
     import segdet  # noqa: F401  (registers everything)
     from segdet.engine.predictor import Predictor
-    from segdet.export import ExportableSegmentor, compare_outputs
+    from segdet.export import ExportableSegmentor, compare_outputs, export_metadata
     from segdet.utils.config_io import load_config
     from segdet.utils.errors import ConfigError
     from segdet.utils.threads import set_threads
@@ -121,7 +123,8 @@ def run(args) -> dict:
     started = time.time()
     with torch.no_grad():
         if args.format == "onnx":
-            runner = export_onnx(wrapper, example, path, args.opset, args.threads)
+            metadata = export_metadata(wrapper.preprocess, cfg.INPUT.FORMAT, args.config_file)
+            runner = export_onnx(wrapper, example, path, args.opset, args.threads, metadata)
         else:
             runner = export_program(wrapper, example, path)
         seconds = time.time() - started

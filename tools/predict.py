@@ -13,6 +13,9 @@ Examples:
   python tools/predict.py --config-file projects/CGRSeg/configs/Samples/cgrseg_t_street.yaml --fuse \\
       --batch-size 4 --input 'frames/*.jpg' extra.png --output output/predict/street MODEL.WEIGHTS model.pth
 
+  # a segmentor exported by tools/export_model.py, run with onnxruntime (same files written)
+  python tools/predict.py --config-file CONFIG --onnx output/export/model.onnx --input 'frames/*.jpg' --output out/
+
   # a video: writes <output>/<video name>.mp4 with the predictions drawn on every frame
   python tools/predict.py --config-file CONFIG --video-input clip.mp4 --output out/ MODEL.WEIGHTS model.pth
 
@@ -27,6 +30,12 @@ Writes into --output, per image <name> (the file's name without its extension):
                a legend of the class names present)
 Class names and colours come from the config's first DATASETS.TEST (else DATASETS.TRAIN) set.
 A file that cannot be read is reported by name and skipped; the run goes on.
+
+--onnx FILE runs a segmentor exported by tools/export_model.py with onnxruntime (CPU) instead of
+PyTorch; the config still gives the test resize, the classes and the drawing, MODEL.WEIGHTS is
+not read. The export's input size is fixed: every image must come out of the config's test
+resize at exactly that size (export with --input-size of that size); an image that does not is
+one error line, not padded, since padding would change the prediction. Detectors are not exported.
 """
 import argparse
 import glob
@@ -61,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per forward (default: 1)")
     parser.add_argument("--fuse", action="store_true",
                         help="the fused inference path (BatchNorm folded into convolutions; CGRSeg)")
+    parser.add_argument("--onnx", metavar="FILE",
+                        help="run this ONNX export of the config's segmentor (tools/export_model.py) with onnxruntime")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is a GPU, else cpu)")
     parser.add_argument("--threads", type=thread_count, metavar="N", help="CPU threads (default: torch's)")
     parser.add_argument("--trust-pickle", action="store_true",
@@ -95,9 +106,26 @@ def prediction_config(args):
 
     from segdet.utils.config_io import load_config
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = "cpu" if args.onnx else args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     opts = ["MODEL.DEVICE", device, "MODEL.TRUST_PICKLE", str(args.trust_pickle)]
     return load_config(args.config_file, opts + list(args.opts))
+
+
+def onnx_predictor(cfg, args):
+    """A Predictor running the ONNX export ``args.onnx`` of the config's segmentor."""
+    from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
+
+    from segdet.engine.predictor import Predictor, inference_config
+    from segdet.export import OnnxSegmentor
+    from segdet.utils.errors import ConfigError
+
+    if args.fuse:
+        raise ConfigError("--onnx and --fuse: the fused path is PyTorch's; give one of them")
+    arch = inference_config(cfg).MODEL.META_ARCHITECTURE
+    if not issubclass(META_ARCH_REGISTRY.get(arch), SemanticSegmentor):
+        raise ConfigError(f"--onnx: {args.config_file} is a {arch}; ONNX export and prediction support "
+                          "semantic segmentors only (detectors are not exported)")
+    return Predictor(cfg, model=OnnxSegmentor(args.onnx, inference_config(cfg), threads=args.threads))
 
 
 def multi_task_metadata(names):
@@ -258,12 +286,16 @@ def run(args) -> dict:
     set_threads(args.threads)
     paths = list_images(args.input)
     cfg = prediction_config(args)
-    if not cfg.MODEL.WEIGHTS:
-        logging.getLogger(PREFIX).warning("MODEL.WEIGHTS is empty: predicting with untrained weights")
-    predictor = Predictor(cfg, fuse=args.fuse)
+    if args.onnx:
+        predictor = onnx_predictor(cfg, args)
+    else:
+        if not cfg.MODEL.WEIGHTS:
+            logging.getLogger(PREFIX).warning("MODEL.WEIGHTS is empty: predicting with untrained weights")
+        predictor = Predictor(cfg, fuse=args.fuse)
     metadata, drawing = dataset_metadata(predictor.cfg)
     os.makedirs(args.output, exist_ok=True)
-    print(f"{PREFIX} {predictor.cfg.MODEL.META_ARCHITECTURE} on {predictor.cfg.MODEL.DEVICE}"
+    runtime = f"onnxruntime ({args.onnx})" if args.onnx else predictor.cfg.MODEL.DEVICE
+    print(f"{PREFIX} {predictor.cfg.MODEL.META_ARCHITECTURE} on {runtime}"
           f"{' (fused)' if predictor.fused else ''}: {len(paths)} image(s)"
           f"{' and ' + args.video_input if args.video_input else ''} -> {args.output}", flush=True)
     started = time.time()
@@ -272,7 +304,8 @@ def run(args) -> dict:
     frames = (predict_video(predictor, args.video_input, args.output, drawing, args.batch_size, args.confidence_threshold)
               if args.video_input else 0)
     seconds = time.time() - started
-    summary = {"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS, "images": done, "frames": frames,
+    summary = {"config_file": args.config_file, "weights": None if args.onnx else cfg.MODEL.WEIGHTS,
+               "onnx": args.onnx, "images": done, "frames": frames,
                "skipped": [{"file": p, "reason": r} for p, r in skipped], "seconds": round(seconds, 2),
                "images_per_second": round((done + frames) / seconds, 3) if seconds > 0 else None}
     if writer.detected:  # a detector's results, even with no box at all

@@ -70,20 +70,29 @@ class Predictor:
         cfg: a segdet config (``load_config``); ``MODEL.WEIGHTS`` is loaded strictly (every
             parameter must be in the file, with its shape).
         fuse: use the fused inference path where the model has one (CGRSeg).
+        model: a callable to run instead of the config's model, with its inference interface
+            (list of input dicts -> list of output dicts), e.g. :class:`segdet.export.OnnxSegmentor`;
+            ``MODEL.WEIGHTS`` is then not read and ``fuse`` must be False.
 
     Call with a list of (H, W, 3) uint8 RGB arrays; returns one dict per image, the model's
     outputs at that image's size: ``"instances"`` (detectors) and/or ``"sem_seg"`` (K, H, W)
     scores (segmentors), on the CPU.
     """
 
-    def __init__(self, cfg, fuse: bool = False):
+    def __init__(self, cfg, fuse: bool = False, model=None):
         from .trainer import build_mapper
 
         self.cfg = inference_config(cfg)
-        self.model = build_model(self.cfg).eval()
-        checkpointer = StudentWeightsCheckpointer(self.model, trust_pickle=self.cfg.MODEL.TRUST_PICKLE, strict=True)
-        checkpointer.load(self.cfg.MODEL.WEIGHTS)
-        self.fused = fuse_for_inference(self.model) if fuse else 0
+        if model is not None:
+            if fuse:
+                raise ValueError("Predictor: fuse applies to the config's PyTorch model, not to a given model")
+            self.model, self.fused = model, 0
+        else:
+            self.model = build_model(self.cfg).eval()
+            checkpointer = StudentWeightsCheckpointer(self.model, trust_pickle=self.cfg.MODEL.TRUST_PICKLE,
+                                                      strict=True)
+            checkpointer.load(self.cfg.MODEL.WEIGHTS)
+            self.fused = fuse_for_inference(self.model) if fuse else 0
         if fuse and not self.fused:
             logger.warning(f"{self.cfg.MODEL.META_ARCHITECTURE} has no fused inference path; --fuse does nothing")
         # The test mapper's resize (detection: shortest edge; semantic: keep-ratio into a scale). A
