@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--distill-config", default=None, help="also train this config (arm 'distilled')")
     parser.add_argument("--distill-opts", default="", help="overrides for the distilled arm only, one string "
                         "(e.g. its teachers' weights: \"DISTILL.TEACHERS.DETECTOR.WEIGHTS det.pth ...\")")
+    parser.add_argument("--distilled-name", default="distilled",
+                        help="the distilled arm's name (its folder; several distilled variants can share "
+                        "--output-dir, the other arms' runs are then reused)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--max-iter", type=int, required=True, help="iterations of the joint model")
     parser.add_argument("--output-dir", default="output/multi_task_compare")
@@ -98,8 +101,9 @@ def plan_runs(args):
         single[arm] += ["DATASETS.TRAIN_SAMPLING_RATIOS", "()"]
     configs = {"detector": args.config_file, "segmentor": args.config_file, "joint": args.config_file}
     if args.distill_config:
-        configs["distilled"], iters["distilled"] = args.distill_config, args.max_iter
-        single["distilled"] = shlex.split(args.distill_opts)
+        name = args.distilled_name
+        configs[name], iters[name] = args.distill_config, args.max_iter
+        single[name] = shlex.split(args.distill_opts)
     out = os.path.abspath(args.output_dir)
     runs = [Run(arm, seed, configs[arm],
                 tuple(opts + single[arm] + _schedule(iters[arm]) +
@@ -197,11 +201,12 @@ def main(argv=None) -> dict:
         _say(f"{head}: done in {format_duration(seconds)}, {read_task_metrics(run.run_dir, tests)}")
     summary = summarize(runs, iters, tests, args.seeds)
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "multi_task_compare.json"), "w") as f:
+    stem = "multi_task_compare" + ("" if args.distilled_name == "distilled" else f"_{args.distilled_name}")
+    with open(os.path.join(out, f"{stem}.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    plot(summary, os.path.join(out, "multi_task_compare.png"))
+    plot(summary, os.path.join(out, f"{stem}.png"))
     print(format_table(summary), flush=True)
-    _say(f"wrote {out}/multi_task_compare.json and .png ({format_duration(time.time() - started)})")
+    _say(f"wrote {out}/{stem}.json and .png ({format_duration(time.time() - started)})")
     return summary
 
 

@@ -78,3 +78,17 @@ def test_a_config_without_both_tasks_is_refused(tool, tmp_path):
                                            "DATASETS.TRAIN_SAMPLING_RATIOS", "()"])
     with pytest.raises(ConfigError, match="sets of both tasks"):
         tool.plan_runs(args)
+
+
+def test_a_named_distilled_arm_gets_its_config_and_own_overrides(tool, tmp_path):
+    distill = CONFIG.replace(".yaml", "_drkd_dsd.yaml")
+    args = tool.build_parser().parse_args([
+        "--config-file", CONFIG, "--distill-config", distill, "--distilled-name", "weak_drkd",
+        "--distill-opts", "DISTILL.TEACHERS.DETECTOR.LOSS_WEIGHTS (0.1,)", "--seeds", "1", "--max-iter", "10",
+        "--output-dir", str(tmp_path / "out"), *SYNTHETIC])
+    runs, iters, _ = tool.plan_runs(args)
+    run = next(r for r in runs if r.arm == "weak_drkd")
+    assert run.config_file == distill and iters["weak_drkd"] == 10
+    assert run.run_dir == str(tmp_path / "out" / "weak_drkd" / "seed1")
+    assert _opts(run, "DISTILL.TEACHERS.DETECTOR.LOSS_WEIGHTS") == "(0.1,)"
+    assert not any("DISTILL.TEACHERS" in o for r in runs if r.arm != "weak_drkd" for o in r.opts)
