@@ -1,9 +1,12 @@
-"""tools/benchmark.py end to end on a small config: the JSON fields, and --huge-pages restarting
-the script with PyTorch's THP_MEM_ALLOC_ENABLE set."""
+"""tools/benchmark.py end to end on a small config: the JSON fields, --huge-pages restarting
+the script with PyTorch's THP_MEM_ALLOC_ENABLE set, and --runtime (eager, fused, onnxruntime,
+torch_compile interleaved; ratios to eager, onnxruntime's logits, a failing runtime, refusals)."""
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.abspath(__file__ + "/.."))
 
@@ -56,3 +59,73 @@ def test_train_step_breakdown_on_the_training_data(tmp_path):
         assert key in step
     assert set(step["distill_losses_alone_s"]) >= {"forward_no_grad", "fwd_bwd_update", "fwd_bwd_update_min"}
     assert json.loads((tmp_path / "b.json").read_text())["train_step"]["images_per_step"] == 2
+
+
+CGRSEG = os.path.join(ROOT, "projects", "CGRSeg", "configs", "Samples", "cgrseg_t_street.yaml")
+FPN = os.path.join(ROOT, "configs", "Samples", "semseg_fpn_mnv2_street.yaml")
+
+
+def _bench(*argv):
+    import torch
+
+    from _tools import load_tool
+
+    threads = torch.get_num_threads()
+    try:
+        return load_tool("benchmark").main(list(map(str, argv)))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_runtimes(report, requested):
+    entries = report["runtimes"]
+    assert list(entries) == requested
+    eager = entries["eager"]["latency_s"]["median"]
+    for name, entry in entries.items():
+        if "error" in entry:
+            continue
+        assert entry["latency_s"]["runs"] == 2 and entry["first_call_s"] > 0 and entry["setup_s"] >= 0
+        assert entry["ratio_to_eager"] == eager / entry["latency_s"]["median"]
+        assert entry["relative_diff_vs_eager"] <= 1e-4  # every runtime computes the same logits
+    return entries
+
+
+def test_runtimes_interleaved_onnxruntime_matches_and_a_failing_compile_is_reported(tmp_path, monkeypatch):
+    """CGRSeg-T at 64x96: eager, fused and onnxruntime timed in one run; torch.compile made to
+    fail, as where inductor has no compiler, is an error string for its runtime only."""
+    import torch
+
+    def no_compile(*args, **kwargs):
+        raise RuntimeError("inductor: no C++ compiler found\nsecond line")
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    report = _bench("--config-file", CGRSEG, "--input-size", "64", "96", "--iters", "2", "--warmup", "1",
+                    "--threads", "1", "--runtime", "onnxruntime", "fused", "torch_compile",
+                    "--output", tmp_path / "r.json")
+    entries = _check_runtimes(report, ["eager", "onnxruntime", "fused", "torch_compile"])
+    assert entries["torch_compile"] == {"error": "RuntimeError: inductor: no C++ compiler found"}
+    ort = entries["onnxruntime"]
+    assert ort["within_export_tolerance"] is True and ort["intra_op_num_threads"] == 1
+    assert ort["max_abs_diff_vs_eager"] > 0  # onnxruntime's own kernels, not the PyTorch model again
+    assert "error" not in entries["fused"] and entries["fused"]["max_abs_diff_vs_eager"] > 0  # BatchNorm folded
+    assert json.loads((tmp_path / "r.json").read_text())["runtimes"]["onnxruntime"]["latency_s"]["runs"] == 2
+
+
+def test_unknown_runtime_and_a_detector_are_refused(capsys):
+    from segdet.utils.errors import ConfigError
+
+    with pytest.raises(SystemExit):
+        _bench("--config-file", FPN, "--runtime", "tensorrt")
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+    detector = os.path.join(ROOT, "configs", "Samples", "faster_rcnn_mnv2_fpn_trees.yaml")
+    with pytest.raises(ConfigError, match="is a GeneralizedRCNN; the runtime comparison supports semantic segmentors"):
+        _bench("--config-file", detector, "--runtime", "eager", "--no-flops", "MODEL.MOBILENET_V2.WEIGHTS", "")
+
+
+@pytest.mark.slow
+def test_torch_compile_runtime_runs(tmp_path):
+    """The real torch.compile (inductor; about a minute of compilation on 2 CPU cores)."""
+    report = _bench("--config-file", FPN, "--input-size", "64", "96", "--iters", "2", "--warmup", "1",
+                    "--threads", "1", "--no-flops", "--runtime", "torch_compile", "MODEL.MOBILENET_V2.WEIGHTS", "")
+    entry = _check_runtimes(report, ["eager", "torch_compile"])["torch_compile"]
+    assert "error" not in entry and entry["max_abs_diff_vs_eager"] >= 0

@@ -14,6 +14,19 @@ the model to channels-last memory format. --huge-pages runs with PyTorch's huge-
 allocations (THP_MEM_ALLOC_ENABLE=1, process-wide, both paths): a forward then does not fault in
 its large output 4 KiB at a time.
 
+--runtime eager fused onnxruntime torch_compile (one or several; eager is always timed, as the
+reference) times a semantic segmentor under each runtime in one run, interleaved round by round
+on the same input: --warmup rounds, then --iters timed rounds (one call per runtime each).
+onnxruntime runs the model's ONNX export (CPU, ORT_ENABLE_ALL, intra_op_num_threads = --threads);
+torch_compile is torch.compile (inductor). Setup (export, fusing) and the first call (compilation)
+are reported apart; the JSON's "runtimes" has each runtime's median latency, its ratio to eager
+(eager median / its median) and its max abs logit difference to eager, or the error it failed
+with. What is timed is the export wrapper (raw pixels -> logits at the input size), see
+segdet/export/runtimes.py.
+
+  python tools/benchmark.py --config-file projects/CGRSeg/configs/ADE20K/CGRSeg-T.yaml --input-size 512 512 \
+      --threads 2 --runtime eager fused onnxruntime torch_compile --output output/bench/cgrseg_t_runtimes.json
+
 --train-step times one training step instead (forward + backward + optimizer step on a
 synthetic batch of --input-size images with two boxes each, or with --train-data on the first
 batch of the config's training set, as the trainer's loader maps it); for a DistillationModel
@@ -83,6 +96,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--optimize", action="store_true", help="also time the fused inference path")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--runtime", nargs="+", metavar="NAME",
+                        choices=["eager", "fused", "onnxruntime", "torch_compile"],
+                        help="segmentors: time these runtimes interleaved (eager, fused, onnxruntime, torch_compile)")
     parser.add_argument("--huge-pages", action="store_true",
                         help="run with PyTorch's huge-page CPU allocations (THP_MEM_ALLOC_ENABLE=1; the tool "
                              "restarts itself with the variable set when it is not): far fewer page faults "
@@ -165,6 +181,25 @@ def bench_inference(args, cfg, model):
     if "optimized" in outputs:
         result["optimized"]["max_abs_diff_vs_plain"] = max_abs_diff(outputs["plain"], outputs["optimized"])
         result["speedup"] = result["plain"]["latency_s"]["median"] / result["optimized"]["latency_s"]["median"]
+    return result
+
+
+def bench_runtimes(args, cfg, model):
+    """--runtime: the segmentor under each runtime (segdet/export/runtimes.py)."""
+    from detectron2.modeling import SemanticSegmentor
+    from segdet.export.runtimes import compare_runtimes
+    from segdet.utils.errors import ConfigError
+
+    if not isinstance(model, SemanticSegmentor):
+        raise ConfigError(f"--runtime: {args.config_file} is a {type(model).__name__}; the runtime comparison "
+                          "supports semantic segmentors only (detectors are not exported)")
+    if args.device != "cpu" or args.train_step:
+        raise ConfigError("--runtime compares CPU inference runtimes: use it with --device cpu, without --train-step")
+    h, w = args.input_size
+    image = torch.rand(args.batch_size, 3, h, w, generator=torch.Generator().manual_seed(0)) * 255
+    result = {"parameters": sum(p.numel() for p in model.parameters())}
+    result.update(compare_runtimes(model.eval(), image, args.runtime, rounds=args.iters, warmup=args.warmup,
+                                   threads=args.threads))
     return result
 
 
@@ -351,7 +386,9 @@ def main(argv=None):
         "cpu": platform.processor() or platform.machine(), "batch_size": args.batch_size,
         "huge_page_allocations": huge_pages, "kernel_thp_mode": kernel_thp_mode(),
     }
-    if args.train_step:
+    if args.runtime:
+        report.update(bench_runtimes(args, cfg, model))
+    elif args.train_step:
         report["train_step"] = bench_train_step(args, cfg, model)
     else:
         report.update(bench_inference(args, cfg, model))

@@ -70,14 +70,9 @@ def example_inputs(wrapper, batch: int, height: int, width: int, seed: int):
 def export_onnx(wrapper, example, path: str, opset: int, threads, metadata: dict):
     """Writes ``path`` with ``metadata`` (segdet.* keys, read by tools/predict.py --onnx);
     returns a function running it in onnxruntime (CPU)."""
-    import torch
+    from segdet.export import export_onnx_file, onnx_session
 
-    from segdet.export import onnx_session
-
-    program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=opset,
-                                input_names=["image"], output_names=["logits"], verbose=False)
-    program.model.metadata_props.update(metadata)
-    program.save(path, external_data=True)  # the weights in model.onnx.data, as torch.onnx.export writes them
+    export_onnx_file(wrapper, example, path, opset, metadata)
     session = onnx_session(path, threads)
     return lambda x: session.run(None, {"image": x.numpy()})[0]
 

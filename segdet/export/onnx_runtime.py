@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["METADATA_PREFIX", "export_metadata", "onnx_session", "OnnxSegmentor", "OnnxInputSizeError"]
+__all__ = ["METADATA_PREFIX", "export_metadata", "export_onnx_file", "onnx_session", "OnnxSegmentor", "OnnxInputSizeError"]
 
 METADATA_PREFIX = "segdet."
 
@@ -28,6 +28,17 @@ def export_metadata(preprocess: bool, channel_order: str, config_file: str) -> D
     """The ``segdet.*`` metadata that ``tools/export_model.py`` stores in an ONNX file."""
     return {f"{METADATA_PREFIX}preprocess": str(int(preprocess)), f"{METADATA_PREFIX}channel_order": channel_order,
             f"{METADATA_PREFIX}config_file": config_file}
+
+
+def export_onnx_file(wrapper: torch.nn.Module, example: torch.Tensor, path: str, opset: int = 18,
+                     metadata: Optional[Dict[str, str]] = None) -> None:
+    """Writes ``wrapper`` (an :class:`ExportableSegmentor`) traced on ``example`` (B, 3, H, W) to
+    ``path`` with the dynamo exporter: input ``image``, output ``logits``, ``metadata`` stored as
+    ONNX metadata, the weights in ``<path>.data`` beside it."""
+    program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=opset,
+                                input_names=["image"], output_names=["logits"], verbose=False)
+    program.model.metadata_props.update(metadata or {})
+    program.save(path, external_data=True)
 
 
 def onnx_session(path: str, threads: Optional[int] = None):
