@@ -98,7 +98,8 @@ def parse_args(argv=None):
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--runtime", nargs="+", metavar="NAME",
                         choices=["eager", "fused", "onnxruntime", "torch_compile"],
-                        help="segmentors: time these runtimes interleaved (eager, fused, onnxruntime, torch_compile)")
+                        help="segmentors: time these runtimes interleaved (eager, fused, onnxruntime, torch_compile); "
+                             "give it before another option, not just before KEY VALUE overrides")
     parser.add_argument("--huge-pages", action="store_true",
                         help="run with PyTorch's huge-page CPU allocations (THP_MEM_ALLOC_ENABLE=1; the tool "
                              "restarts itself with the variable set when it is not): far fewer page faults "
