@@ -1,6 +1,7 @@
 """tools/predict.py and segdet.engine.predictor on synthetic images: the files written for a
 detector and a segmentor, a folder with JPEG/PNG/RGBA/1-channel and an unreadable file, a video,
-a distillation run's checkpoint, the fused CGRSeg path and strict weights."""
+a distillation run's checkpoint, the fused CGRSeg path, strict weights, and --onnx (an ONNX export gives
+the same files as PyTorch; wrong-size, detector and class-count errors)."""
 import json
 import os
 
@@ -283,7 +284,7 @@ def test_onnx_logits_match_pytorch_at_the_image_size(weights, onnx_export):
     assert (got - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
 
 
-def test_onnx_wrong_size_image_and_detector_are_one_error(tmp_path, onnx_export, capsys):
+def test_onnx_wrong_size_image_detector_and_class_count_are_one_error(tmp_path, onnx_export, capsys):
     height, width = onnx_export["size"]
     with pytest.raises(SystemExit) as exit_info:
         _predict("--config-file", SEG_CONFIG, "--onnx", onnx_export["onnx"], "--input", onnx_export["square"],
@@ -295,3 +296,7 @@ def test_onnx_wrong_size_image_and_detector_are_one_error(tmp_path, onnx_export,
         _predict("--config-file", DET_CONFIG, "--onnx", onnx_export["onnx"], "--input", onnx_export["image"],
                  "--output", tmp_path / "det", *DET_OPTS)
     one_error_line(capsys.readouterr().err, "is a GeneralizedRCNN", "semantic segmentors only")
+    with pytest.raises(SystemExit):  # a config of another model than the exported one
+        _predict("--config-file", SEG_CONFIG, "--onnx", onnx_export["onnx"], "--input", onnx_export["image"],
+                 "--output", tmp_path / "k", *SEG_OPTS, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "4")
+    one_error_line(capsys.readouterr().err, "the export has 3 classes", "MODEL.SEM_SEG_HEAD.NUM_CLASSES is 4")
