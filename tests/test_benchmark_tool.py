@@ -111,12 +111,16 @@ def test_runtimes_interleaved_onnxruntime_matches_and_a_failing_compile_is_repor
     assert json.loads((tmp_path / "r.json").read_text())["runtimes"]["onnxruntime"]["latency_s"]["runs"] == 2
 
 
-def test_unknown_runtime_and_a_detector_are_refused(capsys):
+def test_unknown_runtime_and_a_detector_are_refused_overrides_may_follow_the_names(capsys):
+    from _tools import load_tool
     from segdet.utils.errors import ConfigError
 
     with pytest.raises(SystemExit):
         _bench("--config-file", FPN, "--runtime", "tensorrt")
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+    args = load_tool("benchmark").parse_args(["--config-file", FPN, "--runtime", "eager", "onnxruntime",
+                                              "MODEL.WEIGHTS", "", "INPUT.FORMAT", "BGR"])
+    assert args.runtime == ["eager", "onnxruntime"] and args.opts == ["MODEL.WEIGHTS", "", "INPUT.FORMAT", "BGR"]
     detector = os.path.join(ROOT, "configs", "Samples", "faster_rcnn_mnv2_fpn_trees.yaml")
     with pytest.raises(ConfigError, match="is a GeneralizedRCNN; the runtime comparison supports semantic segmentors"):
         _bench("--config-file", detector, "--runtime", "eager", "--no-flops", "MODEL.MOBILENET_V2.WEIGHTS", "")

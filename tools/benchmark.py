@@ -86,6 +86,8 @@ def timed(fn, device: str) -> float:
 
 
 def parse_args(argv=None):
+    from segdet.export.runtimes import RUNTIMES
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--input-size", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
@@ -96,10 +98,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--optimize", action="store_true", help="also time the fused inference path")
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--runtime", nargs="+", metavar="NAME",
-                        choices=["eager", "fused", "onnxruntime", "torch_compile"],
-                        help="segmentors: time these runtimes interleaved (eager, fused, onnxruntime, torch_compile); "
-                             "give it before another option, not just before KEY VALUE overrides")
+    parser.add_argument("--runtime", action="append", metavar="NAME", choices=RUNTIMES,
+                        help="segmentors: time these runtimes interleaved, one or several names "
+                             f"({', '.join(RUNTIMES)})")
     parser.add_argument("--huge-pages", action="store_true",
                         help="run with PyTorch's huge-page CPU allocations (THP_MEM_ALLOC_ENABLE=1; the tool "
                              "restarts itself with the variable set when it is not): far fewer page faults "
@@ -111,7 +112,21 @@ def parse_args(argv=None):
                              "sizes and GT boxes; --input-size is not used) instead of a synthetic batch")
     parser.add_argument("--output", default=None, help="JSON file (default: print only)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return parser.parse_args(argv)
+    return parser.parse_args(split_runtime_names(sys.argv[1:] if argv is None else list(argv)))
+
+
+def split_runtime_names(argv):
+    """``--runtime a b`` -> ``--runtime a --runtime b``: the names end at the next option or
+    config key (``MODEL.WEIGHTS ...``), so that KEY VALUE overrides may follow them."""
+    out, names = [], False
+    for token in argv:
+        if token == "--runtime":
+            names = True
+            continue
+        if names and (token.startswith("-") or ("." in token and token.split(".")[0].isupper())):
+            names = False
+        out += ["--runtime", token] if names else [token]
+    return out
 
 
 def build(args):
