@@ -229,6 +229,23 @@ def _ssa_from_config(cfg) -> Dict[str, Any]:
             "with_teacher": cfg.MODEL.SSA.WITH_TEACHER}
 
 
+def _check_dropout(dropout: float) -> None:
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"MODEL.SSA.DROPOUT must be in [0, 1), got {dropout}")
+
+
+def _predictor_ssa_parts(decoder: nn.Module, num_classes: int, dropout: float, criterion: Optional["SSACriterion"],
+                         temperature: float, with_teacher: bool) -> Dict:
+    """:class:`SSAHead`'s parts for a base head whose ``predictor`` conv is the coarse classifier:
+    the SSA classifier on the predictor's input, the criterion (default: ignoring the head's
+    ignore value) and a Dropout2d before the coarse classifier (0 = none)."""
+    ssa = SSAClassifier(decoder.predictor.in_channels, num_classes, temperature=temperature,
+                        with_teacher=with_teacher, ignore_index=decoder.ignore_value)
+    criterion = criterion if criterion is not None else SSACriterion(ignore_index=decoder.ignore_value)
+    return {"classifier": "predictor", "ssa": ssa, "criterion": criterion,
+            "dropout": nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()}
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class CGRSegSSAHead(SSAHead):
     """CGRSeg head (no DPG) + SSA classifier. S_f = linear_fuse(decoder.decode_features(x)),
@@ -293,14 +310,10 @@ class SemSegFPNSSAHead(SSAHead):
             criterion: the losses; default ``SSACriterion(ignore_index=ignore_value)``.
             temperature, with_teacher: :class:`SSAClassifier`'s.
         """
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"MODEL.SSA.DROPOUT must be in [0, 1), got {dropout}")
+        _check_dropout(dropout)
         decoder = SemSegFPNDecoder(input_shape, num_classes=num_classes, **fpn_args)
-        ssa = SSAClassifier(decoder.predictor.in_channels, num_classes, temperature=temperature,
-                            with_teacher=with_teacher, ignore_index=decoder.ignore_value)
-        criterion = criterion if criterion is not None else SSACriterion(ignore_index=decoder.ignore_value)
-        super().__init__(decoder, classifier="predictor", ssa=ssa, criterion=criterion,
-                         dropout=nn.Dropout2d(dropout) if dropout > 0 else nn.Identity())
+        super().__init__(decoder, **_predictor_ssa_parts(decoder, num_classes, dropout, criterion, temperature,
+                                                         with_teacher))
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -373,14 +386,10 @@ class DeepLabV3PlusSSAHead(SSAHead):
             criterion: the losses; default ``SSACriterion(ignore_index=ignore_value)``.
             temperature, with_teacher: :class:`SSAClassifier`'s.
         """
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"MODEL.SSA.DROPOUT must be in [0, 1), got {dropout}")
+        _check_dropout(dropout)
         decoder = DeepLabV3PlusGlobalPoolHead(input_shape, num_classes=num_classes, **deeplab_args)
-        ssa = SSAClassifier(decoder.predictor.in_channels, num_classes, temperature=temperature,
-                            with_teacher=with_teacher, ignore_index=decoder.ignore_value)
-        criterion = criterion if criterion is not None else SSACriterion(ignore_index=decoder.ignore_value)
-        super().__init__(decoder, classifier="predictor", ssa=ssa, criterion=criterion,
-                         dropout=nn.Dropout2d(dropout) if dropout > 0 else nn.Identity())
+        super().__init__(decoder, **_predictor_ssa_parts(decoder, num_classes, dropout, criterion, temperature,
+                                                         with_teacher))
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
