@@ -16,7 +16,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS_DIR = os.path.join(REPO_ROOT, "tools")
 
 __all__ = ["REPO_ROOT", "TOOLS_DIR", "load_tool", "import_tools_package",
-           "train_net_main_with_synthetic_data", "cgrseg_ade20k_config", "run_train_net", "one_error_line"]
+           "train_net_main_with_synthetic_data", "cgrseg_ade20k_config", "run_train_net", "one_error_line",
+           "free_port"]
 
 
 def load_tool(name: str):
@@ -71,3 +72,12 @@ def one_error_line(stderr: str, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in error_lines[0], error_lines[0]
     return error_lines[0]
+
+
+def free_port() -> int:
+    """A free local TCP port (for a gloo process group's dist_url)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

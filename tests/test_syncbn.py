@@ -7,7 +7,6 @@ NaiveSyncBatchNorm): each rank's output on its half of the batch is the plain-BN
 output on the whole batch, i.e. the normalisation uses the statistics of the concatenated batch.
 """
 import os
-import socket
 
 import pytest
 import torch
@@ -19,7 +18,7 @@ from segdet.engine.ddp import convert_sync_batchnorm_to_naive, create_ddp_model
 from segdet.utils.config_io import load_config
 from segdet.utils.synthetic import synthetic_batch
 
-from _tools import cgrseg_ade20k_config
+from _tools import cgrseg_ade20k_config, free_port
 
 SYNC = (nn.SyncBatchNorm,)
 
@@ -94,11 +93,6 @@ def test_one_process_cgrseg_t_trains_with_syncbn():
 
 
 # ------------------------------------------------------------------------------ two processes
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _ddp_worker(rank: int, port: int, config: str, tmp: str) -> None:
     torch.set_num_threads(1)
@@ -134,7 +128,7 @@ def test_two_process_syncbn_uses_the_statistics_of_the_whole_batch(tmp_path):
     x = torch.randn(4, 3, 32, 64, dtype=torch.float64)
     x[2:] = 3 * x[2:] + 1  # the halves differ: per-rank statistics would not do
     torch.save(x, tmp_path / "x.pt")
-    torch.multiprocessing.spawn(_ddp_worker, args=(_free_port(), config, str(tmp_path)), nprocs=2)
+    torch.multiprocessing.spawn(_ddp_worker, args=(free_port(), config, str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     assert [r["naive"] for r in ranks] == [95, 95]
 

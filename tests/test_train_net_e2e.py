@@ -1,13 +1,12 @@
 """tools/train_net.py end to end on synthetic data: train, checkpoint, resume, eval-only, DDP."""
 import json
 import os
-import socket
 from argparse import Namespace
 
 import pytest
 import torch
 
-from _tools import train_net_main_with_synthetic_data
+from _tools import free_port, train_net_main_with_synthetic_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DET_OPTS = [
@@ -25,12 +24,6 @@ def _args(output_dir, max_iter, eval_only=False, resume=False, extra=(), num_gpu
     return Namespace(config_file=os.path.join(ROOT, "configs/Samples/faster_rcnn_mnv2_fpn_trees.yaml"),
                      resume=resume, eval_only=eval_only, eval_teacher=False, num_gpus=num_gpus,
                      num_machines=1, machine_rank=0, dist_url="auto", opts=opts)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_train_checkpoint_resume_and_eval_only(tmp_path, monkeypatch):
@@ -82,7 +75,7 @@ def test_two_process_ddp_distillation_on_cpu(tmp_path, monkeypatch):
         "DISTILL.TEACHER.WEIGHTS", str(weights), "DISTILL.TEACHER.OPTS", str(teacher_opts),
         "DISTILL.DRKD.GLORE_MID", "(8, 8, 16, 16, 16)"])
     args.config_file = os.path.join(ROOT, "projects/DRKD/configs/Samples/faster_rcnn_mnv2_fpn_trees_drkd.yaml")
-    launch(train_net_main_with_synthetic_data, 2, dist_url=f"tcp://127.0.0.1:{_free_port()}",
+    launch(train_net_main_with_synthetic_data, 2, dist_url=f"tcp://127.0.0.1:{free_port()}",
            args=(args, str(tmp_path / "data")))
     final = torch.load(out / "model_final.pth", weights_only=False)
     assert final["iteration"] == 2

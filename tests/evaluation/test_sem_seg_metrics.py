@@ -3,7 +3,6 @@ import json
 import math
 import os
 import pickle
-import socket
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from segdet.evaluation.sem_seg_evaluation import SegdetSemSegEvaluator
 from segdet.evaluation.sem_seg_metrics import confusion_matrix, metrics_from_confusion
+from _tools import free_port
 
 # 2x3 toy: the last pixel is ignored (its prediction 2 must not count).
 GT = np.array([[0, 0, 1], [1, 2, 255]])
@@ -209,12 +209,6 @@ def _ddp_worker(root: str, result_path: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_evaluator_two_process_gloo_matches_single_process(tmp_path):
     from detectron2.engine import launch
 
@@ -222,7 +216,7 @@ def test_evaluator_two_process_gloo_matches_single_process(tmp_path):
     data_dir.mkdir()
     result = str(tmp_path / "result.pkl")
     # CPU-only (conftest hides GPUs): detectron2's launch picks the GLOO backend.
-    launch(_ddp_worker, num_gpus_per_machine=2, dist_url=f"tcp://127.0.0.1:{_free_port()}",
+    launch(_ddp_worker, num_gpus_per_machine=2, dist_url=f"tcp://127.0.0.1:{free_port()}",
            args=(str(data_dir), result))
     with open(result + ".0", "rb") as f:
         main = pickle.load(f)

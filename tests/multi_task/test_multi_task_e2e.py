@@ -2,12 +2,11 @@
 gloo DDP with a process whose batch lacks a task."""
 import json
 import os
-import socket
 from argparse import Namespace
 
 import torch
 
-from _tools import train_net_main_with_synthetic_data
+from _tools import free_port, train_net_main_with_synthetic_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "projects/MultiTask/configs/faster_rcnn_semseg_fpn_mnv2_trees_street.yaml")
@@ -29,12 +28,6 @@ def _args(output_dir, max_iter, extra=(), num_gpus=1):
                                 "SOLVER.CHECKPOINT_PERIOD", "100", *extra]
     return Namespace(config_file=CONFIG, resume=False, eval_only=False, eval_teacher=False, num_gpus=num_gpus,
                      num_machines=1, machine_rank=0, dist_url="auto", opts=opts)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_train_net_trains_the_joint_model_and_evaluates_both_tasks(tmp_path, monkeypatch):
@@ -101,7 +94,7 @@ def _ddp_worker(result_dir: str):
 def test_ddp_step_with_a_process_whose_batch_lacks_a_task(tmp_path):
     from detectron2.engine import launch
 
-    launch(_ddp_worker, num_gpus_per_machine=2, dist_url=f"tcp://127.0.0.1:{_free_port()}", args=(str(tmp_path),))
+    launch(_ddp_worker, num_gpus_per_machine=2, dist_url=f"tcp://127.0.0.1:{free_port()}", args=(str(tmp_path),))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     assert r0["losses"]["loss_sem_seg"] == 0.0 and r1["losses"]["loss_cls"] == 0.0
     assert r0["losses"]["loss_cls"] > 0 and r1["losses"]["loss_sem_seg"] > 0
