@@ -17,9 +17,8 @@ Download: http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip
 import os
 from typing import Dict, List
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
 from .folders import pair_images_with_labels
+from .splits import register_sem_seg_splits
 
 __all__ = ["ADE20K_150_CLASSES", "ADE20K_DOWNLOAD_URL", "ade20k_root", "load_ade20k_150",
            "register_ade20k_150"]
@@ -85,17 +84,8 @@ def load_ade20k_150(root: str, split: str) -> List[Dict]:
 
 def register_ade20k_150() -> None:
     """Register both splits (idempotent; touches no file: the root is resolved at load time)."""
-    for split in _SPLITS:
-        name = f"ade20k_150_sem_seg_{split}"
-        if name in DatasetCatalog.list():
-            continue
-        DatasetCatalog.register(name, lambda split=split: load_ade20k_150(ade20k_root(), split))
-        MetadataCatalog.get(name).set(
-            stuff_classes=list(ADE20K_150_CLASSES),
-            ignore_label=255,
-            reduce_zero_label=True,
-            evaluator_type="sem_seg",
-        )
+    register_sem_seg_splits("ade20k_150_sem_seg_{split}", _SPLITS, lambda split: load_ade20k_150(ade20k_root(), split),
+                            stuff_classes=list(ADE20K_150_CLASSES), reduce_zero_label=True)
 
 
 register_ade20k_150()

@@ -26,9 +26,8 @@ http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/stuffthingma
 import os
 from typing import Dict, List
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
 from .folders import pair_images_with_labels
+from .splits import register_sem_seg_splits
 
 __all__ = ["COCO_STUFF_171_CLASSES", "COCO_STUFF_LABEL_MAP", "COCO_STUFF_UNUSED_VALUES", "coco_root",
            "load_coco_stuff_164k", "register_coco_stuff_164k"]
@@ -104,20 +103,12 @@ def load_coco_stuff_164k(root: str, split: str) -> List[Dict]:
 
 def register_coco_stuff_164k() -> None:
     """Register both splits (idempotent; touches no file: the root is resolved at load time)."""
-    for split in _SPLITS:
-        name = f"coco_stuff_164k_sem_seg_{split}"
-        if name in DatasetCatalog.list():
-            continue
-        DatasetCatalog.register(name, lambda split=split: load_coco_stuff_164k(coco_root(), split))
-        MetadataCatalog.get(name).set(
-            stuff_classes=list(COCO_STUFF_171_CLASSES),
-            # file value -> class id, applied on read; its inverse gives predictions back as
-            # file values (tools/predict.py's label PNGs)
-            label_map=dict(COCO_STUFF_LABEL_MAP),
-            stuff_dataset_id_to_contiguous_id=dict(COCO_STUFF_LABEL_MAP),
-            ignore_label=255,
-            evaluator_type="sem_seg",
-        )
+    # label_map: file value -> class id, applied on read; its inverse gives predictions back as
+    # file values (tools/predict.py's label PNGs)
+    register_sem_seg_splits("coco_stuff_164k_sem_seg_{split}", _SPLITS,
+                            lambda split: load_coco_stuff_164k(coco_root(), split),
+                            stuff_classes=list(COCO_STUFF_171_CLASSES), label_map=dict(COCO_STUFF_LABEL_MAP),
+                            stuff_dataset_id_to_contiguous_id=dict(COCO_STUFF_LABEL_MAP))
 
 
 register_coco_stuff_164k()

@@ -22,7 +22,7 @@ Registration does not touch the disk; the split files are read when the dataset 
 import os
 from typing import Dict, List
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from .splits import register_sem_seg_splits
 
 __all__ = ["PASCAL_CONTEXT_59_CLASSES", "load_pascal_context_59", "pascal_context_root",
            "register_pascal_context_59"]
@@ -82,17 +82,9 @@ def load_pascal_context_59(root: str, split: str) -> List[Dict]:
 
 def register_pascal_context_59() -> None:
     """Register both splits (idempotent; touches no file: the root is resolved at load time)."""
-    for split in _SPLITS:
-        name = f"pascal_context_59_sem_seg_{split}"
-        if name in DatasetCatalog.list():
-            continue
-        DatasetCatalog.register(name, lambda split=split: load_pascal_context_59(pascal_context_root(), split))
-        MetadataCatalog.get(name).set(
-            stuff_classes=list(PASCAL_CONTEXT_59_CLASSES),
-            ignore_label=255,
-            reduce_zero_label=True,
-            evaluator_type="sem_seg",
-        )
+    register_sem_seg_splits("pascal_context_59_sem_seg_{split}", _SPLITS,
+                            lambda split: load_pascal_context_59(pascal_context_root(), split),
+                            stuff_classes=list(PASCAL_CONTEXT_59_CLASSES), reduce_zero_label=True)
 
 
 register_pascal_context_59()
