@@ -15,6 +15,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
+from ..backbone.features import check_in_features
 from ..fusion import InferenceFusable, conv_to_channel_affine, fold_conv_bn
 from .dpg import DPGHead, spatial_gather
 from ..sem_seg.losses import sem_seg_cross_entropy
@@ -160,10 +161,7 @@ class CGRSegHead(InferenceFusable):
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         c = cfg.MODEL.CGRSEG
-        missing = [f for f in c.IN_FEATURES if f not in input_shape]
-        if missing:
-            raise KeyError(f"MODEL.CGRSEG.IN_FEATURES: {missing} not produced by the backbone "
-                           f"(it gives {sorted(input_shape)})")
+        check_in_features("MODEL.CGRSEG.IN_FEATURES", c.IN_FEATURES, input_shape)
         return {
             "input_shape": {f: input_shape[f] for f in c.IN_FEATURES},
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,

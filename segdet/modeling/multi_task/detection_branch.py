@@ -21,6 +21,7 @@ from detectron2.modeling.proposal_generator import build_proposal_generator
 from detectron2.modeling.roi_heads import build_roi_heads
 from detectron2.structures import ImageList, Instances
 
+from segdet.modeling.backbone.features import check_in_features
 from segdet.utils.errors import ConfigError
 
 __all__ = ["RCNNDetectionBranch", "RetinaNetDetectionBranch", "build_detection_branch", "DETECTION_BRANCHES"]
@@ -56,10 +57,7 @@ class RetinaNetDetectionBranch(RetinaNet):
 
     def __init__(self, cfg, input_shape: Dict[str, ShapeSpec]):
         r = cfg.MODEL.RETINANET
-        missing = [f for f in r.IN_FEATURES if f not in input_shape]
-        if missing:
-            raise ConfigError(f"MODEL.RETINANET.IN_FEATURES {list(r.IN_FEATURES)}: the backbone has no "
-                              f"{missing}; it gives {sorted(input_shape)}")
+        check_in_features("MODEL.RETINANET.IN_FEATURES", r.IN_FEATURES, input_shape)
         feature_shapes = [input_shape[f] for f in r.IN_FEATURES]
         super().__init__(
             backbone=None,

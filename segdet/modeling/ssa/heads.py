@@ -57,6 +57,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
 from detectron2.projects.deeplab.semantic_seg import DeepLabV3PlusHead  # registers "DeepLabV3PlusHead"
 
+from ..backbone.features import check_in_features
 from ..cgrseg.head import CGRSegHead
 from .classifier import TEACHER_MODULES, SSAClassifier
 from .criterion import SSACriterion, global_num_masks
@@ -317,10 +318,7 @@ class SemSegFPNSSAHead(SSAHead):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        missing = [f for f in cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES if f not in input_shape]
-        if missing:
-            raise KeyError(f"MODEL.SEM_SEG_HEAD.IN_FEATURES: {missing} not produced by the backbone "
-                           f"(it gives {sorted(input_shape)})")
+        check_in_features("MODEL.SEM_SEG_HEAD.IN_FEATURES", cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES, input_shape)
         ret = SemSegFPNHead.from_config(cfg, input_shape)
         ret.pop("loss_weight")  # the criterion's
         ret["dropout"] = cfg.MODEL.SSA.DROPOUT
@@ -394,10 +392,7 @@ class DeepLabV3PlusSSAHead(SSAHead):
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         head = cfg.MODEL.SEM_SEG_HEAD
-        missing = [f for f in head.IN_FEATURES if f not in input_shape]
-        if missing:
-            raise KeyError(f"MODEL.SEM_SEG_HEAD.IN_FEATURES: {missing} not produced by the backbone "
-                           f"(it gives {sorted(input_shape)})")
+        check_in_features("MODEL.SEM_SEG_HEAD.IN_FEATURES", head.IN_FEATURES, input_shape)
         if len(head.IN_FEATURES) < 2 or len(head.PROJECT_CHANNELS) != len(head.IN_FEATURES) - 1:
             raise ValueError(f"MODEL.SEM_SEG_HEAD.PROJECT_CHANNELS: expected one entry per low-level feature "
                              f"(IN_FEATURES {list(head.IN_FEATURES)} minus the ASPP input), got "
