@@ -22,7 +22,6 @@ __all__ = ["add_segdet_config", "get_segdet_cfg", "TEACHER_ENTRY_DEFAULTS", "com
 
 #: the keys of one DISTILL.TEACHERS entry and their defaults
 TEACHER_ENTRY_DEFAULTS = {"CONFIG_FILE": "", "WEIGHTS": "", "OPTS": [], "LOSSES": (), "LOSS_WEIGHTS": (), "TASK": ""}
-TEACHER_TASKS = ("", "detection", "sem_seg")
 
 
 def add_segdet_config(cfg: CN) -> CN:

@@ -120,12 +120,23 @@ def save_random_teacher_weights(cfg, path: str, extra_opts: Sequence[str] = (), 
     return opts
 
 
+def two_gt_boxes(height: int, width: int):
+    """Instances of an image of ``height x width`` with two overlapping GT boxes of class 0."""
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    inst = Instances((height, width))
+    inst.gt_boxes = Boxes(torch.tensor([[0.08, 0.1, 0.45, 0.7], [0.4, 0.25, 0.95, 0.95]]) *
+                          torch.tensor([width, height, width, height]))
+    inst.gt_classes = torch.zeros(2, dtype=torch.long)
+    return inst
+
+
 def synthetic_batch(cfg, height: int = 128, width: int = 160, n: int = 2, seed: int = 0) -> List[Dict]:
     """A training batch for the model ``cfg`` builds: random images with two GT boxes each
     (detectors) or a random label map with an ignored top band (semantic segmentors; the
     multi-task model gets boxes and label maps in turn)."""
     import torch
-    from detectron2.structures import Boxes, Instances
 
     g = torch.Generator().manual_seed(seed)
     arch = cfg.MODEL.META_ARCHITECTURE
@@ -139,12 +150,7 @@ def synthetic_batch(cfg, height: int = 128, width: int = 160, n: int = 2, seed: 
             label[: max(1, height // 16)] = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
             item["sem_seg"] = label
         else:
-            inst = Instances((height, width))
-            boxes = torch.tensor([[0.08, 0.1, 0.45, 0.7], [0.4, 0.25, 0.95, 0.95]]) * torch.tensor(
-                [width, height, width, height])
-            inst.gt_boxes = Boxes(boxes)
-            inst.gt_classes = torch.zeros(2, dtype=torch.long)
-            item["instances"] = inst
+            item["instances"] = two_gt_boxes(height, width)
         batch.append(item)
     return batch
 
@@ -152,15 +158,10 @@ def synthetic_batch(cfg, height: int = 128, width: int = 160, n: int = 2, seed: 
 def synthetic_detection_input(seed: int, size: Tuple[int, int] = (96, 128)) -> Dict:
     """One training input with two GT boxes (class 0) on a random image of ``size`` (h, w)."""
     import torch
-    from detectron2.structures import Boxes, Instances
 
     g = torch.Generator().manual_seed(seed)
     h, w = size
-    inst = Instances(size)
-    inst.gt_boxes = Boxes(torch.tensor([[0.08, 0.12, 0.47, 0.73], [0.39, 0.31, 0.94, 0.94]]) *
-                          torch.tensor([w, h, w, h], dtype=torch.float32))
-    inst.gt_classes = torch.zeros(2, dtype=torch.int64)
-    return {"image": torch.rand(3, h, w, generator=g) * 255, "instances": inst}
+    return {"image": torch.rand(3, h, w, generator=g) * 255, "instances": two_gt_boxes(h, w)}
 
 
 def synthetic_sem_seg_input(seed: int, size: Tuple[int, int] = (96, 128), num_classes: int = 3,
