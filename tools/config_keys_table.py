@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The README's "Config keys" table: every key segdet adds to detectron2's config, with its
-default (the keys and comments live in segdet/config.py).
+default (the keys and comments live in segdet/config/).
 
     python tools/config_keys_table.py           # print the table
     python tools/config_keys_table.py --write   # replace the table in README.md
