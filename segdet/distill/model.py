@@ -1,6 +1,7 @@
-"""DistillationModel: a student trained with a frozen teacher through named feature taps."""
+"""DistillationModel: a student trained with one or more frozen teachers through named feature
+taps (the teachers, and which images each one sees: :mod:`segdet.distill.routing`)."""
 import contextlib
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -12,17 +13,11 @@ from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
 
 from .losses import DISTILL_LOSS_REGISTRY, DistillLoss
+from .routing import TEACHER_TASKS, Teacher, select_batch, teacher_spec, with_stand_in_labels
 from .taps import FeatureRecorder
-from .teacher import build_teacher, freeze
+from .teacher import build_teacher
 
 __all__ = ["DistillationModel", "Teacher", "student_config", "TEACHER_TASKS"]
-
-#: a teacher's TASK: "" (every image) or the label an image must carry for the teacher to see it
-TEACHER_TASKS = {"": None, "detection": "instances", "sem_seg": "sem_seg"}
-
-
-def _in_backbone(name: str) -> bool:
-    return name == "backbone" or name.startswith("backbone.")
 
 
 def _current_iter() -> Optional[int]:
@@ -30,68 +25,6 @@ def _current_iter() -> Optional[int]:
         return get_event_storage().iter
     except AssertionError:  # no EventStorage outside training
         return None
-
-
-def _select_batch(value: Any, index: Sequence[int], batch_size: int) -> Any:
-    """A recorded tap restricted to the images ``index`` of a batch of ``batch_size``: tensors whose
-    first dimension is the whole batch are indexed (recursively through dicts, lists and tuples);
-    anything else, e.g. the output of a multi-task student's branch, which ran on those images
-    only, is kept as it is. ``index`` is a strict subset whenever its length differs from
-    ``batch_size``, so the rule is unambiguous."""
-    if len(index) == batch_size:
-        return value
-    if isinstance(value, torch.Tensor):
-        return value[list(index)] if value.dim() and value.shape[0] == batch_size else value
-    if isinstance(value, dict):
-        return {k: _select_batch(v, index, batch_size) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_select_batch(v, index, batch_size) for v in value)
-    return value
-
-
-def _with_stand_in_labels(x: Dict, label_key: str) -> Dict:
-    """A copy of input ``x`` carrying stand-in labels of ``label_key`` (the multi-task model's),
-    for losses computed only to be multiplied by 0."""
-    from segdet.modeling.multi_task.routing import stand_in_instances
-
-    image = x["image"]
-    if label_key == "instances":
-        return {**x, "instances": stand_in_instances(tuple(image.shape[-2:]), image.device)}
-    return {**x, "sem_seg": torch.zeros(image.shape[-2:], dtype=torch.int64, device=image.device)}
-
-
-class Teacher:
-    """One frozen teacher of a :class:`DistillationModel` (a plain object: never in the module
-    tree, so not in ``state_dict``, ``parameters()``, DDP or ``train()``).
-
-    Attributes:
-        name: its name (``DISTILL.TEACHERS.<name>``; "teacher" for ``DISTILL.TEACHER``).
-        model: the frozen model; ``cfg``: its config.
-        losses: names of its losses in ``DistillationModel.distill_losses``.
-        task: "" (all images), "detection" or "sem_seg" (only images carrying those labels).
-        flip_channels: it expects the other channel order (RGB vs BGR) than the student.
-    """
-
-    def __init__(self, name: str, model: nn.Module, cfg=None, losses: Sequence[str] = (), task: str = "",
-                 flip_channels: bool = False):
-        if task not in TEACHER_TASKS:
-            raise ValueError(f"teacher {name!r}: TASK must be one of {sorted(TEACHER_TASKS)}, got {task!r}")
-        self.name, self.model, self.cfg = name, freeze(model), cfg
-        self.losses, self.task, self.flip_channels = list(losses), task, flip_channels
-        self.recorders: List[FeatureRecorder] = []
-        self.backbone_only = False
-
-    def attach(self, taps_by_kind: Mapping[bool, Sequence[str]]) -> None:
-        """Record the named modules ({record_inputs: names}) in every forward."""
-        self.recorders = [FeatureRecorder(self.model, taps_by_kind[False], owner=f"teacher {self.name}"),
-                          FeatureRecorder(self.model, taps_by_kind[True], record_inputs=True,
-                                          owner=f"teacher {self.name}")]
-        self.backbone_only = all(_in_backbone(n) for r in self.recorders for n in r.names)
-
-    def images(self, batched_inputs: Sequence[Dict]) -> List[int]:
-        """Indices of the inputs this teacher sees."""
-        key = TEACHER_TASKS[self.task]
-        return [i for i, x in enumerate(batched_inputs) if key is None or key in x]
 
 
 def student_config(cfg):
@@ -135,10 +68,10 @@ class DistillationModel(nn.Module):
     Several teachers (``teachers``, ``DISTILL.TEACHERS``): each has its own config, weights, taps,
     losses and task. A teacher with a task (e.g. a detector for a multi-task student) runs on the
     images carrying that task's labels, and its losses receive the student's taps of those images
-    only (:func:`_select_batch`). When no image of the batch carries them, the teacher and its
-    losses run on the first image with stand-in labels and the losses are multiplied by 0 (zero
-    gradients, the same loss names and collectives on every process, as the multi-task student
-    does). :class:`~segdet.engine.distill_timer.DistillTimer` logs each teacher's forward time as
+    only (:func:`~segdet.distill.routing.select_batch`). When no image of the batch carries
+    them, the teacher and its losses run on the first image with stand-in labels and the losses
+    are multiplied by 0 (zero gradients, the same loss names and collectives on every process, as
+    the multi-task student does). :class:`~segdet.engine.distill_timer.DistillTimer` logs each teacher's forward time as
     ``distill_teacher_<name>_ms``.
     """
 
@@ -203,7 +136,7 @@ class DistillationModel(nn.Module):
         d = cfg.DISTILL
         student = build_model(student_config(cfg))
         if len(d.TEACHERS):
-            specs = [(name, _teacher_spec(name, node)) for name, node in d.TEACHERS.items()]
+            specs = [(name, teacher_spec(name, node)) for name, node in d.TEACHERS.items()]
         else:
             specs = [("teacher", {"CONFIG_FILE": d.TEACHER.CONFIG_FILE, "WEIGHTS": d.TEACHER.WEIGHTS,
                                   "OPTS": d.TEACHER.OPTS, "LOSSES": d.LOSSES, "LOSS_WEIGHTS": d.LOSS_WEIGHTS,
@@ -322,11 +255,11 @@ class DistillationModel(nn.Module):
                 index, absent = routes[t.name]
                 inputs = [batched_inputs[i] for i in index]
                 if absent:
-                    inputs = [_with_stand_in_labels(x, TEACHER_TASKS[t.task]) for x in inputs]
+                    inputs = [with_stand_in_labels(x, TEACHER_TASKS[t.task]) for x in inputs]
                 for name in t.losses:
                     loss = self.distill_losses[name]
                     terms = loss(
-                        {n: _select_batch(student_feats[n], index, len(batched_inputs)) for n in loss.student_taps},
+                        {n: select_batch(student_feats[n], index, len(batched_inputs)) for n in loss.student_taps},
                         {n: teacher_feats[t.name][n] for n in loss.teacher_taps},
                         inputs,
                     )
@@ -385,17 +318,3 @@ class DistillationModel(nn.Module):
                                    "in the forward pass")
             feats.update(r.outputs)
         return feats
-
-
-def _teacher_spec(name: str, node) -> Dict:
-    """The keys of ``DISTILL.TEACHERS.<name>`` with their defaults (the config loader has checked
-    the key names); an unknown task or an empty loss list is refused."""
-    from segdet.config import TEACHER_ENTRY_DEFAULTS
-    from segdet.utils.errors import ConfigError
-
-    spec = {**TEACHER_ENTRY_DEFAULTS, **node}
-    if spec["TASK"] not in TEACHER_TASKS:
-        raise ConfigError(f"DISTILL.TEACHERS.{name}.TASK must be one of {sorted(TEACHER_TASKS)}, got {spec['TASK']!r}")
-    if not spec["LOSSES"]:
-        raise ConfigError(f"DISTILL.TEACHERS.{name}.LOSSES is empty: name this teacher's losses, e.g. ['DRKD']")
-    return spec
