@@ -12,7 +12,9 @@ Their training loader is replaced by one fixed list of --batches batches, pulled
 training loader of one trainer (--batches-from, with no worker processes) or, with --synthetic,
 synthetic images of --input-size with two GT boxes each (no dataset needed). Before its step i
 each trainer gets batch i % N and torch's RNG seeded with SEED + i (proposal sampling), so step i
-is the same computation for both; the first step's losses are reported per trainer and agree.
+is the same computation for both; the first step's losses are reported per trainer and agree
+(with --hooks not necessarily: segdet's ReseedHook, for SEED >= 0, reseeds before the first step
+and after each periodic checkpoint, so its proposal sampling differs there).
 
 Timed: ``trainer.run_step()`` (forward, backward, optimizer step, metrics into the EventStorage),
 with --hooks also each hook's before_step/after_step (LR scheduler, writers, checkpoints and
