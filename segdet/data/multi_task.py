@@ -23,6 +23,8 @@ from detectron2.utils import comm
 
 from segdet.utils.errors import ConfigError
 
+from .mappers.build import build_mapper
+
 __all__ = ["dataset_task", "task_config", "training_dicts_by_dataset", "sampling_repeat_factors",
            "build_ratio_sampler", "TaskMapper", "MultiTaskDatasetMapper", "TaskGroupedDataset",
            "build_task_grouped_loader"]
@@ -112,8 +114,6 @@ class MultiTaskDatasetMapper:
     """Maps each dict with the mapper of its ``"task"`` ("detection" / "sem_seg")."""
 
     def __init__(self, cfg, is_train: bool, tasks: Sequence[str] = ("detection", "sem_seg")):
-        from segdet.engine.trainer import build_mapper
-
         self.mappers = {t: build_mapper(task_config(cfg, t), is_train) for t in tasks}
 
     def __call__(self, dataset_dict: dict) -> dict:

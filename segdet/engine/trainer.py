@@ -4,7 +4,6 @@ import os
 import re
 import weakref
 from collections import OrderedDict
-from typing import Optional
 
 import torch
 
@@ -17,6 +16,7 @@ from detectron2.modeling import build_model
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
 
+from segdet.data.mappers import build_mapper  # re-exported here too (segdet.engine.build_mapper)
 from segdet.utils.errors import TrainingDivergedError
 
 from .best_checkpoint import build_best_checkpointer
@@ -40,29 +40,6 @@ _NON_FINITE_LOSS = re.compile(r"'([^']+)': (?:np\.float\d+\()?(?:nan|-?inf)\b")
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def build_mapper(cfg, is_train: bool, dataset_name: Optional[str] = None):
-    """The dataset mapper named by ``cfg.INPUT.DATASET_MAPPER_NAME``; for "multi_task", the
-    mapper of ``dataset_name``'s task (outputs tagged with it), or without a name the mapper that
-    dispatches on each dict's ``"task"``."""
-    name = cfg.INPUT.DATASET_MAPPER_NAME
-    if name == "multi_task":
-        from segdet.data.multi_task import MultiTaskDatasetMapper, TaskMapper, dataset_task, task_config
-
-        if dataset_name is None:
-            return MultiTaskDatasetMapper(cfg, is_train)
-        task = dataset_task(dataset_name)
-        return TaskMapper(build_mapper(task_config(cfg, task), is_train), task)
-    if name == "default":
-        from segdet.data.mappers.detection_mapper import DetectionDatasetMapper
-
-        return DetectionDatasetMapper(cfg, is_train)
-    if name == "sem_seg":
-        from segdet.data.mappers.sem_seg_mapper import SemSegDatasetMapper
-
-        return SemSegDatasetMapper(cfg, is_train)
-    raise ValueError(f"INPUT.DATASET_MAPPER_NAME must be 'default', 'sem_seg' or 'multi_task', got {name!r}")
 
 
 def divergence_message(d2_message: str, iteration: int, output_dir: str) -> str:
