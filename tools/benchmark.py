@@ -7,8 +7,8 @@ runs of the whole model (preprocessing, backbone, head, postprocessing).
   python tools/benchmark.py --config-file projects/CGRSeg/configs/ADE20K/CGRSeg-T.yaml \\
       --input-size 512 512 --threads 2 --output output/bench/cgrseg_t.json
 
-With --optimize the model's inference-optimised path is timed too (every sub-module that
-defines ``fuse_for_inference()`` is fused, e.g. BatchNorm folded into convolutions) and the
+With --optimize the model's inference-optimised path is timed too (``segdet.deploy.fuse_model``:
+modules swapped for fused versions, e.g. BatchNorm folded into convolutions) and the
 maximum absolute logit difference to the plain model is reported. --channels-last also converts
 the model to channels-last memory format. --huge-pages runs with PyTorch's huge-page CPU
 allocations (THP_MEM_ALLOC_ENABLE=1, process-wide, both paths): a forward then does not fault in
@@ -220,10 +220,9 @@ def bench_runtimes(args, cfg, model):
 
 
 def optimized_copy(model, channels_last: bool):
-    from segdet.engine.predictor import fuse_for_inference
+    from segdet.deploy import fuse_model
 
-    fast = copy.deepcopy(model).eval()
-    fuse_for_inference(fast)
+    fast = fuse_model(model.eval())
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     return fast

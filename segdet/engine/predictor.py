@@ -15,9 +15,10 @@ import torch
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
+from ..deploy import fuse_model, fused_module_count
 from .checkpoint_io import SafeCheckpointer
 
-__all__ = ["Predictor", "StudentWeightsCheckpointer", "inference_config", "fuse_for_inference"]
+__all__ = ["Predictor", "StudentWeightsCheckpointer", "inference_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,23 +54,14 @@ class StudentWeightsCheckpointer(SafeCheckpointer):
         return checkpoint
 
 
-def fuse_for_inference(model: torch.nn.Module) -> int:
-    """Fuse (fold BatchNorm into convolutions, ...) every submodule that offers
-    ``fuse_for_inference()``, in place; ``model`` must be in eval mode. Returns the number of
-    fused modules in ``model`` afterwards (0: the model has no fused path)."""
-    for module in list(model.modules()):  # a parent's fuse also fuses (or replaces) its children
-        if hasattr(module, "fuse_for_inference") and not getattr(module, "is_fused", False):
-            module.fuse_for_inference()
-    return sum(bool(getattr(m, "is_fused", False)) for m in model.modules())
-
-
 class Predictor:
     """Runs the model of ``cfg`` on RGB images.
 
     Args:
         cfg: a segdet config (``load_config``); ``MODEL.WEIGHTS`` is loaded strictly (every
             parameter must be in the file, with its shape).
-        fuse: use the fused inference path where the model has one (CGRSeg).
+        fuse: use the fused inference path (``segdet.deploy.fuse_model``) where the model has one
+            (CGRSeg).
         model: a callable to run instead of the config's model, with its inference interface
             (list of input dicts -> list of output dicts), e.g. :class:`segdet.export.OnnxSegmentor`;
             ``MODEL.WEIGHTS`` is then not read and ``fuse`` must be False.
@@ -92,7 +84,9 @@ class Predictor:
             checkpointer = StudentWeightsCheckpointer(self.model, trust_pickle=self.cfg.MODEL.TRUST_PICKLE,
                                                       strict=True)
             checkpointer.load(self.cfg.MODEL.WEIGHTS)
-            self.fused = fuse_for_inference(self.model) if fuse else 0
+            if fuse:
+                self.model = fuse_model(self.model, inplace=True)
+            self.fused = fused_module_count(self.model)
         if fuse and not self.fused:
             logger.warning(f"{self.cfg.MODEL.META_ARCHITECTURE} has no fused inference path; --fuse does nothing")
         # The test mapper's resize (detection: shortest edge; semantic: keep-ratio into a scale). A

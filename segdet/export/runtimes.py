@@ -6,7 +6,7 @@ Every runtime runs the same computation, :class:`ExportableSegmentor` (raw pixel
 runtimes, not interfaces:
 
   eager          the PyTorch model (inference mode)
-  fused          the PyTorch model with ``fuse_for_inference()`` applied (BatchNorm folded, CGRSeg)
+  fused          the PyTorch model through ``segdet.deploy.fuse_model`` (BatchNorm folded, CGRSeg)
   onnxruntime    the model exported to ONNX (dynamo exporter), onnxruntime CPU, ORT_ENABLE_ALL,
                  ``intra_op_num_threads`` = torch's threads
   torch_compile  ``torch.compile`` of the model (inductor)
@@ -15,7 +15,6 @@ Setup (fusing, export + session, nothing for compile) and the first call (compil
 torch_compile) are timed apart from the rounds. A runtime that fails to set up or run reports
 its error as a string; eager, the reference, must run.
 """
-import copy
 import os
 import statistics
 import tempfile
@@ -46,11 +45,12 @@ def _setup(name: str, model: torch.nn.Module, example: torch.Tensor, threads: in
     if name == "eager":
         return _torch_runner(ExportableSegmentor(model).eval())
     if name == "fused":
-        from segdet.engine.predictor import fuse_for_inference
+        from segdet.deploy import fuse_model, fused_module_count
 
-        fused = copy.deepcopy(model).eval()
-        if not fuse_for_inference(fused):
-            raise ValueError(f"{type(model).__name__} has no fused inference path (no fuse_for_inference())")
+        fused = fuse_model(model.eval())
+        if not fused_module_count(fused):
+            raise ValueError(f"{type(model).__name__} has no fused inference path (segdet.deploy.fuse_model "
+                             f"found nothing to fuse)")
         return _torch_runner(ExportableSegmentor(fused).eval())
     if name == "onnxruntime":
         from .onnx_runtime import export_onnx_file, onnx_session

@@ -1,4 +1,4 @@
-"""EfficientFormerV2 backbone: parameter counts, shapes, bias tables and their eval cache."""
+"""EfficientFormerV2 backbone: parameter counts, shapes, bias tables (and the fused bias cache)."""
 import itertools
 import math
 
@@ -125,30 +125,37 @@ def test_downsample_attention_odd_sizes_and_bias_shape():
     assert tuple(m.attention_bias(12, 35).shape) == (1, 8, 12, 35)
 
 
-def test_eval_cache_reused_and_invalidated_on_load_state_dict():
+def test_fused_bias_cache_reused_and_dropped_on_load_state_dict():
+    """The fused attention gathers its bias once per token grid; loading other weights into the
+    fused model drops the cached biases (they follow the loaded tables)."""
+    from segdet.deploy import fuse_model
+
     torch.manual_seed(0)
     model = EfficientFormerV2(variant="S0").eval()
     x = torch.randn(1, 3, 96, 128)
-    attn = model.network[4][-1].token_mixer
+    fast = fuse_model(model)
+    bias = fast.network[4][-1].token_mixer.bias
     with torch.no_grad():
-        before = model(x)["res5"]
-        cached = attn.attention_bias(12, 12)
-        assert attn.attention_bias(12, 12) is cached  # constant work done once per grid
-        assert len(attn._bias_cache) >= 1
-        state = model.state_dict()
+        before = fast(x)["res5"]
+        torch.testing.assert_close(before, model(x)["res5"], rtol=0, atol=1e-4)
+        cached = bias(12, 12)
+        assert bias(12, 12) is cached  # constant work done once per grid
+        state = fast.state_dict()
         for key in state:
-            if key.endswith("attention_biases_seg"):
+            if key.endswith("bias.table"):
                 state[key] = torch.randn_like(state[key])
-        model.load_state_dict(state)
-        after = model(x)["res5"]
-        # a freshly built model that loads the same weights and is then put in eval mode
-        fresh = EfficientFormerV2(variant="S0")
-        fresh.load_state_dict(state)
-        expected = fresh.eval()(x)["res5"]
+        fast.load_state_dict(state)
+        assert bias(12, 12) is not cached
+        after = fast(x)["res5"]
+        # the plain model with the same tables
+        plain = model.state_dict()
+        for key in plain:
+            if key.endswith("attention_biases_seg"):
+                plain[key] = state[key.replace("attention_biases_seg", "bias.table")]
+        model.load_state_dict(plain)
+        expected = model(x)["res5"]
     assert not torch.allclose(before, after)
-    assert torch.allclose(after, expected, atol=1e-6)
-    model.train()
-    assert attn._bias_cache == {}
+    torch.testing.assert_close(after, expected, rtol=0, atol=1e-4)
 
 
 def test_eval_with_grad_enabled_keeps_bias_gradient():

@@ -13,6 +13,9 @@ from torch import nn
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 
+from segdet.deploy import fuse_model
+from segdet.deploy.cgrseg_head import FusedCGRSegHead
+from segdet.modeling.cgrseg.head import CGRSegHead
 from segdet.modeling.ssa.criterion import SSACriterion
 from segdet.modeling.ssa.heads import CGRSegSSAHead, SemSegFPNSSAHead
 from segdet.utils.config_io import load_config
@@ -162,11 +165,13 @@ def test_fused_cgrseg_ssa_head_gives_the_same_logits():
     feats = _features(shapes)
     with torch.no_grad():
         plain = head.layers(feats)
-        assert head.fuse_for_inference() is head and head.is_fused
-        assert isinstance(head.dropout, nn.Identity) and head.dropout is head.decoder.dropout
-        torch.testing.assert_close(head.layers(feats), plain, rtol=1e-10, atol=1e-10)
+        fused = fuse_model(head)
+        assert isinstance(fused.base_head, FusedCGRSegHead) and fused.decoder is fused.base_head
+        assert isinstance(fused.dropout, nn.Identity) and fused.dropout is fused.decoder.dropout
+        assert fused.trans is fused.base_head.trans and isinstance(head.base_head, CGRSegHead)
+        torch.testing.assert_close(fused.layers(feats), plain, rtol=1e-10, atol=1e-10)
     with pytest.raises(RuntimeError, match="fused"):
-        head.train()
+        fused.train()
 
 
 @pytest.mark.parametrize("which,with_teacher", [("B-SSA", True), ("B-SSA", False), ("street", True),

@@ -17,8 +17,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
-from ..fusion import InferenceFusable
-from .efficientformer_v2_blocks import FFN, AttnDownsample, AttnFFN, ConvDownsample, fuse_stem, make_stem
+from .efficientformer_v2_blocks import FFN, AttnDownsample, AttnFFN, ConvDownsample, make_stem
 
 __all__ = ["EfficientFormerV2Arch", "EFFICIENTFORMER_V2_ARCHS", "EfficientFormerV2",
            "build_efficientformer_v2_backbone"]
@@ -61,16 +60,15 @@ def _norm_factory(norm: str):
     return lambda channels: get_norm(norm, channels)
 
 
-class EfficientFormerV2(InferenceFusable, Backbone):
+class EfficientFormerV2(Backbone):
     """EfficientFormerV2 feature extractor.
 
     ``forward(x)``: x (B, 3, H, W) -> {"res2": (B, C0, H/4, W/4), "res3": (B, C1, H/8, W/8),
     "res4": (B, C2, H/16, W/16), "res5": (B, C3, H/32, W/32)} (sizes rounded up), restricted to
     ``out_features``.
 
-    ``fuse_for_inference()`` (eval only, in place, idempotent): folds every conv + BatchNorm, the
-    attention scales and the layer scales into convolutions (same outputs up to float rounding);
-    the fused backbone refuses ``train()``.
+    ``segdet.deploy.fuse_model`` swaps its blocks for fused inference versions (every conv +
+    BatchNorm, the attention scales and the layer scales folded into convolutions).
     """
 
     @configurable
@@ -166,11 +164,6 @@ class EfficientFormerV2(InferenceFusable, Backbone):
                 break
         return outputs
 
-    def _fuse_for_inference(self) -> None:
-        fuse_stem(self.patch_embed)
-        for module in self.modules():
-            if module is not self and isinstance(module, InferenceFusable):
-                module.fuse_for_inference()
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         return {n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])

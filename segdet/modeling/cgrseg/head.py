@@ -16,7 +16,6 @@ from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
 from ..backbone.features import check_in_features
-from ..fusion import InferenceFusable, conv_to_channel_affine, fold_conv_bn
 from .dpg import DPGHead, spatial_gather
 from ..sem_seg.losses import sem_seg_cross_entropy
 from .rcm import RCM
@@ -24,7 +23,7 @@ from .rcm import RCM
 __all__ = ["ConvNormAct", "FuseBlockMulti", "RCMStack", "pyramid_pool", "CGRSegHead"]
 
 
-class ConvNormAct(InferenceFusable):
+class ConvNormAct(nn.Module):
     """1x1 conv (no bias) + norm (+ ReLU): mmcv's ConvModule as used by the head.
     Init: kaiming-normal (fan_out, relu), norm weight 1 / bias 0. (B, Cin, H, W) -> (B, Cout, H, W)."""
 
@@ -39,11 +38,6 @@ class ConvNormAct(InferenceFusable):
         x = self.bn(self.conv(x))
         return self.activate(x) if self.activate is not None else x
 
-    def _fuse_for_inference(self) -> None:
-        conv = fold_conv_bn(self.conv, self.bn)
-        if conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels:
-            conv = conv_to_channel_affine(conv)  # depthwise 1x1 (linear_fuse): per-channel affine
-        self.conv, self.bn = conv, nn.Identity()
 
 
 class FuseBlockMulti(nn.Module):
@@ -85,7 +79,7 @@ def pyramid_pool(features: Sequence[torch.Tensor], stride: int = 2) -> torch.Ten
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class CGRSegHead(InferenceFusable):
+class CGRSegHead(nn.Module):
     """CGRSeg head on stride-8/16/32 features.
 
     ``forward(features, targets=None)``: eval -> (logits (B, K, H, W) upsampled bilinearly to
@@ -195,10 +189,7 @@ class CGRSegHead(InferenceFusable):
         x: Optional[torch.Tensor] = None
         for i in range(len(xs) - 1, -1, -1):
             local = xs[i]
-            if x is not None and self._fused_for_inference:  # 1x1 conv at the coarse resolution
-                local = local + F.interpolate(self.conv[i](x), size=local.shape[-2:], mode="bilinear",
-                                              align_corners=False)
-            elif x is not None:
+            if x is not None:
                 up = F.interpolate(x, size=local.shape[-2:], mode="bilinear", align_corners=False)
                 local = local + self.conv[i](up)
             x = self.SIM[i](self.meta[i](local), contexts[i])
@@ -228,11 +219,6 @@ class CGRSegHead(InferenceFusable):
         size = (logits.shape[-2] * self.common_stride, logits.shape[-1] * self.common_stride)
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False), {}
 
-    def _fuse_for_inference(self) -> None:
-        for module in self.modules():
-            if module is not self and isinstance(module, InferenceFusable):
-                module.fuse_for_inference()
-        self.dropout = nn.Identity()
 
     def losses(self, logits: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Cross-entropy of logits (B, K, h, w) upsampled to the labels (B, H, W)."""

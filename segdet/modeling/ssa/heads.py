@@ -125,10 +125,7 @@ class SSAHead(nn.Module):
         if criterion.ignore_index != decoder.ignore_value:
             raise ValueError(f"SSA head: criterion.ignore_index={criterion.ignore_index} differs from the "
                              f"head's ignore_value={decoder.ignore_value}")
-        object.__setattr__(self, "base_head", decoder)  # a reference: its modules are registered below
-        if "decoder" not in dict(decoder.named_children()):  # DeepLabV3PlusHead has a ``decoder`` ModuleDict
-            object.__setattr__(self, "decoder", decoder)  # the name the CGRSeg / FPN SSA heads use
-        self._adopt_decoder_modules()
+        self.replace_decoder(decoder)
         if dropout is not None:
             self.dropout = dropout
         self.classifier_name = classifier
@@ -138,8 +135,13 @@ class SSAHead(nn.Module):
         self.criterion = criterion
         self._register_load_state_dict_pre_hook(self._skip_teacher_keys)
 
-    def _adopt_decoder_modules(self) -> None:
-        for name, module in self.base_head.named_children():
+    def replace_decoder(self, decoder: nn.Module) -> None:
+        """Make ``decoder`` the base head (e.g. its fused inference version): a reference, not a
+        sub-module; its sub-modules are registered on this head under their own names."""
+        object.__setattr__(self, "base_head", decoder)
+        if "decoder" not in dict(decoder.named_children()):  # DeepLabV3PlusHead has a ``decoder`` ModuleDict
+            object.__setattr__(self, "decoder", decoder)  # the name the CGRSeg / FPN SSA heads use
+        for name, module in decoder.named_children():
             if name != "logits_tap":
                 setattr(self, name, module)
 
@@ -149,7 +151,7 @@ class SSAHead(nn.Module):
         return getattr(self, self.classifier_name)
 
     def train(self, mode: bool = True) -> "SSAHead":
-        self.base_head.train(mode)  # not a sub-module; refuses training once fused
+        self.base_head.train(mode)  # not a sub-module; a fused one refuses training
         return super().train(mode)
 
     # ----------------------------------------------------------------------------- teacher
@@ -167,18 +169,6 @@ class SSAHead(nn.Module):
         if not self.with_teacher:
             for key in [k for k in state_dict if k.startswith(prefix) and is_ssa_teacher_key(k[len(prefix):])]:
                 del state_dict[key]
-
-    # ----------------------------------------------------------------------------- inference fusion
-    @property
-    def is_fused(self) -> bool:
-        return bool(getattr(self.base_head, "is_fused", False))
-
-    def fuse_for_inference(self) -> "SSAHead":
-        """Fuses the decoder for inference when it can be (CGRSegHead; eval only); returns self."""
-        if hasattr(self.base_head, "fuse_for_inference"):
-            self.base_head.fuse_for_inference()
-            self._adopt_decoder_modules()  # fusing replaces some of the decoder's modules
-        return self
 
     # ----------------------------------------------------------------------------- forward
     def ssa_feature(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""Inference fusion: the fold helpers (exact in float64) and the fused CGRSeg models (same logits as
-the plain models after randomising every BatchNorm, layer scale and attention bias)."""
+"""``segdet.deploy``: the fold helpers (exact in float64), the faster operations, ``fuse_model``'s
+contract, and the fused CGRSeg models (same logits as the plain models after randomising every
+BatchNorm, layer scale and attention bias)."""
 import copy
 import os
 
@@ -10,19 +11,23 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from detectron2.modeling import build_model
 
-from segdet.modeling import fusion
-from segdet.modeling.fusion import (
+from segdet.deploy import FusedModule, fuse_model, fused_module_count, ops, register_fuser
+from segdet.deploy.cgrseg_head import FusedCGRSegHead
+from segdet.deploy.fold import (
     ChannelAffine,
-    ConvGELU,
-    InferenceFusable,
     bn_scale_shift,
     conv_to_channel_affine,
     fold_affine_into_conv,
     fold_bn_into_following_conv,
     fold_conv_bn,
+    fold_seq,
     scale_conv_output,
-    with_gelu,
 )
+from segdet.deploy.ops import ConvGELU, gelu_, mix_heads, upsample_channels_last, with_gelu
+from segdet.modeling.cgrseg.efficientformer_v2_attention import Attention4D, Attention4DDownsample, LGQuery
+from segdet.modeling.cgrseg.efficientformer_v2_blocks import AttnDownsample, AttnFFN, ConvDownsample, FFN, Mlp
+from segdet.modeling.cgrseg.head import CGRSegHead, ConvNormAct
+from segdet.modeling.cgrseg.rcm import RCA, RCM
 from segdet.utils.config_io import load_config
 from _tools import cgrseg_ade20k_config
 
@@ -161,12 +166,15 @@ def test_conv_gelu_matches_conv_then_gelu(monkeypatch, channels_last, cin, cout,
     reference = nn.functional.gelu(conv(x))
     # Inference: the one-kernel oneDNN path where the build has it (it is on Linux x86 wheels).
     calls = []
-    if fusion._CONV_POINTWISE is not None:
-        real = fusion._CONV_POINTWISE
-        monkeypatch.setattr(fusion, "_CONV_POINTWISE", lambda *a: calls.append(a[7]) or real(*a))
+    if ops._CONV_POINTWISE is not None:
+        real = ops._CONV_POINTWISE
+        monkeypatch.setattr(ops, "_CONV_POINTWISE", lambda *a: calls.append(a[7]) or real(*a))
     with torch.inference_mode():
         out = fused(x)
-    assert calls == (["gelu"] if fusion._CONV_POINTWISE is not None else [])
+        assert calls == (["gelu"] if ops._CONV_POINTWISE is not None else [])
+        fused.use_onednn = False  # standard operations only (export): exactly conv then GELU
+        assert torch.equal(fused(x), reference.detach()) and len(calls) <= 1
+        fused.use_onednn = True
     torch.testing.assert_close(out, reference.detach(), rtol=0, atol=1e-5)
     # Training / autograd: exactly conv then GELU, gradients included.
     y = fused(x)
@@ -177,31 +185,76 @@ def test_conv_gelu_matches_conv_then_gelu(monkeypatch, channels_last, cin, cout,
         with_gelu(nn.Conv2d(2, 2, 3, padding="same"))
 
 
-class _Toy(InferenceFusable):
+def test_small_ops_equal_the_plain_ones():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 5, 7, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(gelu_(x.clone()), nn.functional.gelu(x), rtol=0, atol=0)
+    up = upsample_channels_last(x, (9, 13))
+    assert up.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(up, nn.functional.interpolate(x, size=(9, 13), mode="bilinear", align_corners=False),
+                               rtol=0, atol=1e-12)
+    heads = nn.Conv2d(8, 8, 1).double()
+    attn = torch.randn(3, 8, 10, 12, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(mix_heads(heads, attn), heads(attn), rtol=0, atol=1e-12)
+    seq = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6)).double()
+    seq[1].load_state_dict(_random_bn(6, 4).state_dict())
+    seq.eval()
+    folded = fold_seq(seq)
+    assert isinstance(folded, nn.Conv2d)
+    y = torch.randn(1, 4, 5, 5, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(folded(y), seq(y), rtol=0, atol=1e-12)
+    other = nn.Sequential(nn.Conv2d(4, 6, 1), nn.ReLU())
+    assert fold_seq(other) is other
+
+
+class _Toy(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv, self.bn = nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3)
-        self.calls = 0
-
-    def _fuse_for_inference(self):
-        self.calls += 1
-        self.conv, self.bn = fold_conv_bn(self.conv, self.bn), nn.Identity()
+        self.block = nn.Sequential(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3))
+        self.head = nn.Conv2d(3, 1, 1)
 
     def forward(self, x):
-        return self.bn(self.conv(x))
+        return self.head(self.block(x))
 
 
-def test_inference_fusable_contract():
+class _ToyFused(FusedModule):
+    def __init__(self, seq):
+        super().__init__()
+        self.conv = fold_seq(seq)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_fuse_model_contract():
     toy = _Toy()
     with pytest.raises(RuntimeError, match="eval"):
-        toy.fuse_for_inference()
-    assert toy.calls == 0 and not toy.is_fused
+        fuse_model(toy)
     toy.eval()
-    assert toy.fuse_for_inference() is toy and toy.fuse_for_inference() is toy
-    assert toy.calls == 1 and toy.is_fused
-    toy.eval()  # train(False) is fine
+    assert fuse_model(toy) is not toy and fused_module_count(fuse_model(toy)) == 0  # nothing registered
+    fused = fuse_model(toy, inplace=True)
+    assert fused is toy and fused_module_count(toy) == 0
+    # a registered fuser swaps its module; the copy leaves the original untouched
+    toy2 = _Toy()
+    with torch.no_grad():
+        toy2.block[1].running_var.uniform_(0.5, 2.0)
+        toy2.block[1].running_mean.uniform_(-1, 1)
+    toy2.eval()
+    from segdet.deploy import fuse as fuse_lib
+    try:
+        register_fuser(nn.Sequential)(_ToyFused)
+        with pytest.raises(KeyError, match="already has the fuser"):
+            register_fuser(nn.Sequential)(_ToyFused)
+        fast = fuse_model(toy2)
+    finally:
+        fuse_lib._FUSERS.pop(nn.Sequential)
+    assert isinstance(toy2.block, nn.Sequential) and isinstance(fast.block, _ToyFused)
+    assert fused_module_count(fast) == 1
+    x = torch.randn(2, 2, 4, 4)
+    torch.testing.assert_close(fast(x), toy2(x), rtol=0, atol=1e-5)
+    fast.eval()  # train(False) is fine
     with pytest.raises(RuntimeError, match="cannot be trained"):
-        toy.train()
+        fast.train()
 
 
 # ----------------------------------------------------------------------------- fused models
@@ -229,13 +282,8 @@ def _randomise(model: nn.Module, seed: int = 0) -> None:
                 p.normal_(0.0, 0.3, generator=g)
 
 
-def _fused_copy(model: nn.Module) -> nn.Module:
-    """What tools/benchmark.py does: fuse every sub-module that offers it (parents first)."""
-    fast = copy.deepcopy(model)
-    for m in list(fast.modules()):
-        if hasattr(m, "fuse_for_inference"):
-            m.fuse_for_inference()
-    return fast
+_PLAIN = (Mlp, FFN, AttnFFN, Attention4D, Attention4DDownsample, LGQuery, AttnDownsample, ConvDownsample, RCA, RCM,
+          ConvNormAct, CGRSegHead)
 
 
 def _check_variant(variant: str, sizes):
@@ -245,11 +293,12 @@ def _check_variant(variant: str, sizes):
     _randomise(model)
     model.eval()
     before = _state(model)
-    fast = _fused_copy(model)
+    fast = fuse_model(model)
     assert list(model.state_dict()) == keys  # the unfused model is untouched
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not any(isinstance(m, (_BatchNorm, nn.Dropout2d)) for m in fast.modules())
-    assert fast.backbone.is_fused and fast.sem_seg_head.is_fused
+    assert not any(isinstance(m, _PLAIN) for m in fast.modules())  # every plain block was swapped
+    assert isinstance(fast.sem_seg_head, FusedCGRSegHead) and fused_module_count(fast) > 20
     # conv + GELU pairs became single ConvGELU modules (stem, FFNs, RCM MLPs)
     assert sum(isinstance(m, ConvGELU) for m in fast.backbone.modules()) >= 2 + 2 * 4
     assert any(isinstance(m, ConvGELU) for m in fast.sem_seg_head.modules())
@@ -272,11 +321,13 @@ def test_fused_cgrseg_t_matches_plain():
     image = torch.rand(3, 256, 192, generator=torch.Generator().manual_seed(2)) * 255
     with torch.inference_mode():
         once = fast([{"image": image}])[0]["sem_seg"]
-        _fused_copy(fast)  # on a copy...
-        for m in list(fast.modules()):  # ...and in place
-            if hasattr(m, "fuse_for_inference"):
-                m.fuse_for_inference()
+        assert torch.equal(fuse_model(fast)([{"image": image}])[0]["sem_seg"], once)  # on a copy...
+        assert fuse_model(fast, inplace=True) is fast  # ...and in place
         assert torch.equal(fast([{"image": image}])[0]["sem_seg"], once)
+        # standard operations only (what an export traces): the same logits
+        plain_ops = fuse_model(model, onednn=False)
+        assert not any(m.use_onednn for m in plain_ops.modules() if isinstance(m, ConvGELU))
+        assert (plain_ops([{"image": image}])[0]["sem_seg"] - once).abs().max().item() <= 1e-4
         # channels-last model (tools/benchmark.py --channels-last): same logits
         cl = copy.deepcopy(fast).to(memory_format=torch.channels_last)
         ref = model([{"image": image}])[0]["sem_seg"]
@@ -286,7 +337,7 @@ def test_fused_cgrseg_t_matches_plain():
         fast.train()
     model.train()
     with pytest.raises(RuntimeError, match="eval"):
-        model.backbone.fuse_for_inference()
+        fuse_model(model.backbone)
 
 
 @pytest.mark.parametrize("variant", ["B", "L"])

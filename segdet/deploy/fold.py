@@ -1,20 +1,15 @@
-"""Inference-time folding of normalisation and scaling layers into convolutions.
+"""Folding of normalisation and scaling layers into convolutions (inference only).
 
-Pure helpers: each builds and returns a NEW ``nn.Conv2d`` (float32 or the input's dtype, same
-device) and never modifies its arguments. Exactness: for a module in eval mode,
-``fold_conv_bn(conv, bn)(x) == bn(conv(x))`` and ``fold_bn_into_following_conv(bn, conv)(x) ==
-conv(bn(x))`` up to float rounding (BatchNorm in eval is the per-channel affine map
-``x * scale + shift``; see :func:`bn_scale_shift`).
-
-:class:`InferenceFusable` is the small base class of the modules that offer
-``fuse_for_inference()``: the call is eval-only, idempotent, and a fused module refuses
-``train()``.
+Pure helpers: each builds and returns a NEW module (the input's dtype and device) and never
+modifies its arguments. Exactness: for modules in eval mode, ``fold_conv_bn(conv, bn)(x) ==
+bn(conv(x))`` and ``fold_bn_into_following_conv(bn, conv)(x) == conv(bn(x))`` up to float
+rounding (BatchNorm in eval is the per-channel affine map ``x * scale + shift``; see
+:func:`bn_scale_shift`).
 """
 from typing import Optional, Tuple
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = [
@@ -22,12 +17,10 @@ __all__ = [
     "fold_affine_into_conv",
     "fold_conv_bn",
     "fold_bn_into_following_conv",
+    "fold_seq",
     "scale_conv_output",
     "ChannelAffine",
     "conv_to_channel_affine",
-    "InferenceFusable",
-    "ConvGELU",
-    "with_gelu",
 ]
 
 
@@ -173,84 +166,9 @@ def conv_to_channel_affine(conv: nn.Conv2d) -> ChannelAffine:
     return ChannelAffine(conv.weight.detach().reshape(c), shift)
 
 
-def _onednn_conv_pointwise():
-    """oneDNN's convolution with a fused element-wise post-op (the kernel torch.compile's CPU
-    backend emits for conv + activation), or None where this PyTorch build lacks it."""
-    if not torch.backends.mkldnn.is_available():
-        return None
-    try:
-        return torch.ops.mkldnn._convolution_pointwise.default
-    except (AttributeError, RuntimeError):
-        return None
-
-
-_CONV_POINTWISE = _onednn_conv_pointwise()
-
-
-class ConvGELU(nn.Conv2d):
-    """``GELU(conv(x))`` (exact, erf GELU) as one module; same parameters and state-dict keys as
-    the ``nn.Conv2d`` it replaces.
-
-    On CPU float32 without autograd (inference) it runs as one oneDNN convolution with GELU as
-    its post-op, so the activation is applied while the output is still in cache: ~2x faster than
-    conv then GELU on EfficientFormerV2's 1x1 / depthwise maps on 2 threads; the values equal
-    ``F.gelu(conv(x))`` up to float rounding (~1e-6). Elsewhere (GPU, float64, training, builds
-    without oneDNN) it is exactly ``F.gelu(conv(x))``.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (_CONV_POINTWISE is not None and torch.backends.mkldnn.enabled and x.device.type == "cpu"
-                and x.dtype == torch.float32 and self.weight.dtype == torch.float32
-                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
-            return _CONV_POINTWISE(x, self.weight, self.bias, list(self.padding), list(self.stride),
-                                   list(self.dilation), self.groups, "gelu", [None], "none")
-        return F.gelu(super().forward(x))
-
-
-def with_gelu(conv: nn.Conv2d) -> ConvGELU:
-    """A :class:`ConvGELU` sharing ``conv``'s weight and bias (zero padding, numeric padding)."""
-    _check_conv(conv, "with_gelu")
-    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-        raise ValueError(f"with_gelu: expected a zero-padded conv with numeric padding, got {conv}")
-    fused = ConvGELU(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                     padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-                     bias=conv.bias is not None, device="meta")
-    fused.weight, fused.bias = conv.weight, conv.bias
-    fused.train(conv.training)
-    return fused
-
-
-class InferenceFusable(nn.Module):
-    """Base of modules with an in-place ``fuse_for_inference()``.
-
-    Subclasses implement ``_fuse_for_inference()`` (fold their own layers; called once). The
-    public method refuses modules in training mode, does nothing the second time, and marks the
-    module so that ``train()`` raises afterwards (the folded weights cannot be trained back into
-    the original parameterisation).
-    """
-
-    _fused_for_inference: bool = False
-
-    def fuse_for_inference(self) -> "InferenceFusable":
-        if self._fused_for_inference:
-            return self
-        if self.training:
-            raise RuntimeError(f"{type(self).__name__}.fuse_for_inference(): call model.eval() first; "
-                               f"fusing folds the BatchNorm running statistics and is for inference only")
-        self._fuse_for_inference()
-        self._fused_for_inference = True
-        return self
-
-    def _fuse_for_inference(self) -> None:
-        raise NotImplementedError
-
-    @property
-    def is_fused(self) -> bool:
-        return self._fused_for_inference
-
-    def train(self, mode: bool = True):
-        if mode and self._fused_for_inference:
-            raise RuntimeError(f"{type(self).__name__} was fused for inference (BatchNorm folded into "
-                               f"convolutions) and cannot be trained; rebuild the model and load the "
-                               f"unfused weights to train")
-        return super().train(mode)
+def fold_seq(seq: nn.Module) -> nn.Module:
+    """The official ``Sequential(conv, bn)`` unit as one folded conv (any other module as is)."""
+    if isinstance(seq, nn.Sequential) and len(seq) == 2 and isinstance(seq[0], nn.Conv2d) \
+            and isinstance(seq[1], _BatchNorm):
+        return fold_conv_bn(seq[0], seq[1])
+    return seq
