@@ -35,6 +35,7 @@ from detectron2.utils import comm  # noqa: E402
 
 import segdet  # noqa: E402,F401  (registers everything)
 from segdet.engine import AtomicCheckpointer, Trainer  # noqa: E402
+from segdet.engine.launch import synchronized_main  # noqa: E402
 from segdet.engine.run_lock import lock_output_dir, releases_output_dir_locks  # noqa: E402
 from segdet.utils.config_io import load_config  # noqa: E402
 from segdet.utils.errors import run_with_clear_errors  # noqa: E402
@@ -123,7 +124,7 @@ def invoke_main() -> None:
     args = build_parser().parse_args()
     set_threads(args.threads)  # before launch, so spawned workers start with the OMP/MKL variables
     run_with_clear_errors(
-        launch, main, args.num_gpus, num_machines=args.num_machines,
+        launch, synchronized_main(main), args.num_gpus, num_machines=args.num_machines,
         machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,),
     )
 

@@ -86,12 +86,13 @@ def registered_main(args, specs: Sequence[str]):
 def main(argv: Sequence[str]) -> None:
     from detectron2.engine import launch
 
+    from segdet.engine.launch import synchronized_main
     from segdet.utils.errors import run_with_clear_errors
 
     specs, train_args = split_argv(argv)
     args = _train_net().build_parser().parse_args(train_args)
     run_with_clear_errors(
-        launch, registered_main, args.num_gpus, num_machines=args.num_machines,
+        launch, synchronized_main(registered_main), args.num_gpus, num_machines=args.num_machines,
         machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args, specs))
 
 
