@@ -133,3 +133,37 @@ def test_torch_compile_runtime_runs(tmp_path):
                     "--threads", "1", "--no-flops", "--runtime", "torch_compile", "MODEL.MOBILENET_V2.WEIGHTS", "")
     entry = _check_runtimes(report, ["eager", "torch_compile"])["torch_compile"]
     assert "error" not in entry and entry["max_abs_diff_vs_eager"] >= 0
+
+
+def test_compare_runtimes_times_another_implementation_in_the_same_rounds():
+    """``others``: a callable timed in the same rounds (ratio to eager, no logit difference, as its
+    weights may differ); fused_cl is the fused model in channels-last layout, same logits."""
+    import numpy as np
+    import torch
+    from detectron2.modeling import build_model
+
+    from segdet.export.runtimes import compare_runtimes
+    from segdet.export.segmentor import ExportableSegmentor
+    from segdet.utils.config_io import load_config
+
+    torch.manual_seed(0)
+    model = build_model(load_config(CGRSEG, ["MODEL.DEVICE", "cpu"])).eval()
+    wrapper = ExportableSegmentor(model).eval()
+    calls = []
+
+    def twin(x):
+        calls.append(tuple(x.shape))
+        with torch.inference_mode():
+            return wrapper(x).numpy() + 1.0  # another function: no difference is reported for it
+
+    image = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0)) * 255
+    report = compare_runtimes(model, image, ["fused_cl"], rounds=2, warmup=1, threads=1, others={"twin": twin})
+    entries = report["runtimes"]
+    assert list(entries) == ["eager", "fused_cl", "twin"]
+    assert calls == [(1, 3, 64, 96)] * 4  # first call + 1 warm-up + 2 timed rounds
+    assert entries["twin"]["latency_s"]["runs"] == 2 and entries["twin"]["ratio_to_eager"] > 0
+    assert "max_abs_diff_vs_eager" not in entries["twin"]
+    assert 0 < entries["fused_cl"]["relative_diff_vs_eager"] <= 1e-4
+    with pytest.raises(ValueError, match="both a runtime and another implementation"):
+        compare_runtimes(model, image, ["fused"], rounds=1, warmup=0, threads=1, others={"fused": twin})
+    assert np.isfinite(entries["eager"]["latency_s"]["median"])

@@ -34,7 +34,7 @@ OPTS = [
 DRIVER = r"""
 import io, json, os, signal, sys
 root, data, out, kill = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-sys.path.insert(0, root)
+sys.path[:0] = [root, os.path.join(root, "tests")]  # segdet, and the tests' _tools
 import torch
 torch.set_num_threads(1)
 from argparse import Namespace

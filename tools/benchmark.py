@@ -14,7 +14,7 @@ the model to channels-last memory format. --huge-pages runs with PyTorch's huge-
 allocations (THP_MEM_ALLOC_ENABLE=1, process-wide, both paths): a forward then does not fault in
 its large output 4 KiB at a time.
 
---runtime eager fused onnxruntime torch_compile (one or several; eager is always timed, as the
+--runtime eager fused fused_cl onnxruntime torch_compile (one or several; eager is always timed, as the
 reference) times a semantic segmentor under each runtime in one run, interleaved round by round
 on the same input: --warmup rounds, then --iters timed rounds (one call per runtime each).
 onnxruntime runs the model's ONNX export (CPU, ORT_ENABLE_ALL, intra_op_num_threads = --threads);

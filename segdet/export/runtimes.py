@@ -7,6 +7,7 @@ runtimes, not interfaces:
 
   eager          the PyTorch model (inference mode)
   fused          the PyTorch model through ``segdet.deploy.fuse_model`` (BatchNorm folded, CGRSeg)
+  fused_cl       the same in channels-last memory format
   onnxruntime    the model exported to ONNX (dynamo exporter), onnxruntime CPU, ORT_ENABLE_ALL,
                  ``intra_op_num_threads`` = torch's threads
   torch_compile  ``torch.compile`` of the model (inductor)
@@ -19,7 +20,7 @@ import os
 import statistics
 import tempfile
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from .verify import ExportMismatchError, compare_outputs
 
 __all__ = ["RUNTIMES", "EXPORT_TOLERANCE", "compare_runtimes"]
 
-RUNTIMES = ("eager", "fused", "onnxruntime", "torch_compile")
+RUNTIMES = ("eager", "fused", "fused_cl", "onnxruntime", "torch_compile")
 EXPORT_TOLERANCE = 1e-4  # max abs difference relative to the largest logit, as tools/export_model.py
 
 
@@ -44,13 +45,15 @@ def _setup(name: str, model: torch.nn.Module, example: torch.Tensor, threads: in
     """The function running ``model`` (a segmentor in eval mode) under runtime ``name``."""
     if name == "eager":
         return _torch_runner(ExportableSegmentor(model).eval())
-    if name == "fused":
+    if name in ("fused", "fused_cl"):
         from segdet.deploy import fuse_model, fused_module_count
 
         fused = fuse_model(model.eval())
         if not fused_module_count(fused):
             raise ValueError(f"{type(model).__name__} has no fused inference path (segdet.deploy.fuse_model "
                              f"found nothing to fuse)")
+        if name == "fused_cl":
+            fused = fused.to(memory_format=torch.channels_last)
         return _torch_runner(ExportableSegmentor(fused).eval())
     if name == "onnxruntime":
         from .onnx_runtime import export_onnx_file, onnx_session
@@ -71,9 +74,12 @@ def _error(exc: BaseException) -> str:
 
 
 def compare_runtimes(model: torch.nn.Module, example: torch.Tensor, runtimes: Sequence[str], rounds: int,
-                     warmup: int, threads: int) -> Dict:
+                     warmup: int, threads: int, others: Optional[Dict[str, Callable]] = None) -> Dict:
     """Times ``model`` on ``example`` (B, 3, H, W) raw pixels under each of ``runtimes`` (eager
-    is added first when missing: the reference).
+    is added first when missing: the reference), and the callables of ``others`` (name ->
+    function of ``example`` returning logits as a numpy array, e.g. another implementation of
+    the same model) in the same rounds; their difference to eager is reported only when they
+    hold the same weights, so it is left out for them.
 
     Returns ``{"runtimes": {name: entry}, ...}``; an entry has ``setup_s``, ``first_call_s``,
     ``latency_s`` (median, mean, min, runs: one call per round, the runtimes in turn, the order
@@ -102,6 +108,13 @@ def compare_runtimes(model: torch.nn.Module, example: torch.Tensor, runtimes: Se
                 if name == "eager":
                     raise
                 entries[name] = {"error": _error(exc)}
+        for name, runner in (others or {}).items():
+            if name in entries:
+                raise ValueError(f"compare_runtimes: {name!r} is both a runtime and another implementation")
+            start = time.perf_counter()
+            runner(example)
+            entries[name] = {"setup_s": 0.0, "first_call_s": time.perf_counter() - start}
+            runners[name] = runner
         times: Dict[str, List[float]] = {name: [] for name in runners}
         order = list(runners)
         for round_index in range(warmup + rounds):
@@ -119,6 +132,8 @@ def compare_runtimes(model: torch.nn.Module, example: torch.Tensor, runtimes: Se
             entry["latency_s"] = {"median": median, "mean": statistics.mean(values), "min": min(values),
                                   "runs": len(values)}
             entry["ratio_to_eager"] = eager_median / median
+        if name in (others or {}):
+            continue
         try:
             diff = compare_outputs([outputs["eager"]], [outputs[name]], f"{name} against eager", rtol=float("inf"))
         except ExportMismatchError as exc:  # another shape, or non-finite logits
@@ -131,5 +146,5 @@ def compare_runtimes(model: torch.nn.Module, example: torch.Tensor, runtimes: Se
             entry["export_tolerance"] = EXPORT_TOLERANCE
             entry["intra_op_num_threads"] = threads
             entry["graph_optimization_level"] = "ORT_ENABLE_ALL"
-    return {"runtimes": {name: entries[name] for name in names}, "rounds": rounds, "warmup_rounds": warmup,
+    return {"runtimes": {name: entries[name] for name in [*names, *(others or {})]}, "rounds": rounds, "warmup_rounds": warmup,
             "timed": "ExportableSegmentor: raw pixels (B, 3, H, W) -> logits (B, K, H, W), no dict API"}
