@@ -293,3 +293,46 @@ def test_register_specs(tmp_path, monkeypatch):
             child.apply_register(spec)
     assert child.split_argv(["--register", "a", "--register", "b.py:f", "--", "--config-file", "x"]) == (
         ["a", "b.py:f"], ["--config-file", "x"])
+
+
+SSA = "projects/SSA/configs/Samples/cgrseg_t_ssa_street.yaml"
+CGRSEG = "projects/CGRSeg/configs/Samples/cgrseg_t_street.yaml"
+
+
+def test_baseline_plan_two_plain_configs_no_teacher_and_its_summary(tmp_path):
+    p = plan_lib.build_baseline_plan(SSA, CGRSEG, "ssa", ["SOLVER.MAX_ITER", "7"], [1, 2], str(tmp_path),
+                                     eval_period=3)
+    assert p.arms == ["student", "ssa"] and p.teacher_run is None and p.teacher_source == "none"
+    assert [(r.label, r.config_file) for r in p.runs] == [("student seed 1", CGRSEG), ("ssa seed 1", SSA),
+                                                          ("student seed 2", CGRSEG), ("ssa seed 2", SSA)]
+    run = p.runs_of("ssa")[1]
+    assert run.opts == ("SOLVER.MAX_ITER", "7", "SEED", "2", "TEST.EVAL_PERIOD", "3", "OUTPUT_DIR",
+                        str(tmp_path / "ssa" / "seed2"))
+    for arm, values in (("student", (40.0, 44.0)), ("ssa", (47.0, 45.0))):
+        for r, v in zip(p.runs_of(arm), values):
+            _fake_run(r, v)
+    s = report.summarize(p)
+    assert s["arms"]["ssa"]["delta_vs_student"] == pytest.approx(4.0) and s["teacher"]["value"] is None
+    assert s["arms"]["ssa"]["losses"] == [] and "teacher  -" in report.format_table(s)
+    only = plan_lib.build_baseline_plan(SSA, CGRSEG, "ssa", [], [1], str(tmp_path), arms=["ssa"])
+    assert [r.arm for r in only.runs] == ["ssa"]
+
+
+@pytest.mark.parametrize("config, baseline, name, kwargs, fragment", [
+    (DSD, CGRSEG, "dsd", {}, "a distillation config; with --baseline-config both configs are plain"),
+    (SSA, "nope.yaml", "ssa", {}, "config file not found: nope.yaml"),
+    (SSA, CGRSEG, "student", {}, "--arm-name: expected a name other than student / teacher"),
+    (SSA, CGRSEG, "ssa", {"arms": ["teacher"]}, "--arms: unknown arm(s) teacher; this comparison has: student ssa"),
+])
+def test_baseline_plan_errors(tmp_path, config, baseline, name, kwargs, fragment):
+    with pytest.raises(ConfigError) as e:
+        plan_lib.build_baseline_plan(config, baseline, name, NO_WEIGHTS if config == DSD else [], [1], str(tmp_path),
+                                     **kwargs)
+    assert fragment in str(e.value)
+
+
+def test_baseline_comparison_refuses_teacher_flags(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        kd_compare.main(["--config-file", SSA, "--baseline-config", CGRSEG, "--teacher-opts", "SOLVER.MAX_ITER 5",
+                         "--output-dir", str(tmp_path)])
+    assert "a --baseline-config comparison has no teacher" in capsys.readouterr().err

@@ -10,6 +10,10 @@ Arms (--arms picks some; names are printed by a run and listed in errors):
               trained here unless --teacher-weights or DISTILL.TEACHER.WEIGHTS names an existing
               file (then only evaluated); the distilled arms use these weights.
 
+With --baseline-config (a method without a separate teacher, e.g. SSA's online distillation):
+  student     the baseline config (e.g. the plain CGRSeg head)
+  <name>      --config-file itself (--arm-name, default "method"); both are plain configs.
+
 Trailing KEY VALUE overrides apply to every arm; to the teacher only those outside MODEL.* (but
 MODEL.DEVICE) and DISTILL.* (its architecture: DISTILL.TEACHER.OPTS). SEED is each run's seed.
 
@@ -24,6 +28,11 @@ Examples:
 
   # only the student and the full DSD objective, with given teacher weights
   python tools/kd_compare.py --config-file CFG --arms student psd+csd --teacher-weights teacher.pth
+
+  # SSA's head against the plain CGRSeg head, 3 seeds (no teacher to train)
+  python tools/kd_compare.py --config-file projects/SSA/configs/Samples/cgrseg_t_ssa_street.yaml \
+      --baseline-config projects/CGRSeg/configs/Samples/cgrseg_t_street.yaml --arm-name ssa \
+      --output-dir output/kd_compare/ssa_street
 
   # your own datasets, registered in the module my_datasets (or a file, or MODULE:FUNCTION)
   python tools/kd_compare.py --config-file CFG --register my_datasets DATASETS.TRAIN "('mine_train',)"
@@ -50,10 +59,11 @@ TOOLS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(TOOLS))
 sys.path.insert(0, TOOLS)
 
-from kd_compare_lib.plan import build_plan  # noqa: E402
+from kd_compare_lib.plan import build_baseline_plan, build_plan  # noqa: E402
 from kd_compare_lib.report import format_table, plot_bars, plot_curves, read_metric, summarize, write_json  # noqa: E402
 from kd_compare_lib.runner import (Eta, RunFailedError, check_record, execute, format_duration,  # noqa: E402
                                    is_finished, train_net_command)
+from segdet.utils.errors import ConfigError  # noqa: E402
 from segdet.utils.threads import thread_count  # noqa: E402
 
 PREFIX = "[kd_compare]"
@@ -64,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE",
-                        help="a distillation config (MODEL.META_ARCHITECTURE \"DistillationModel\")")
+                        help="a distillation config (MODEL.META_ARCHITECTURE \"DistillationModel\"), or a plain "
+                             "config with --baseline-config")
     parser.add_argument("--output-dir", default="output/kd_compare", metavar="DIR",
                         help="where every run's folder and the results go (default: %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], metavar="N",
@@ -81,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--teacher-opts", default="", metavar="'KEY VALUE ...'",
                         help="overrides for the teacher's run only, in one quoted string, applied last, e.g. "
                              "'SOLVER.MAX_ITER 450 SOLVER.STEPS (360,420)' (a teacher trained longer)")
+    parser.add_argument("--baseline-config", metavar="FILE",
+                        help="compare --config-file (a plain config) against this plain config, the 'student' "
+                             "arm; no teacher")
+    parser.add_argument("--arm-name", default="method", metavar="NAME",
+                        help="with --baseline-config: the name of --config-file's arm (default: %(default)s)")
     parser.add_argument("--register", action="append", default=[], metavar="SPEC",
                         help="MODULE, path/to/file.py, or either with :FUNCTION: imported (and FUNCTION() "
                              "called) in every training process before training, to register datasets; "
@@ -120,17 +136,25 @@ def run_comparison(args) -> dict:
 
     for spec in args.register:  # fails early, and the parent sees the same datasets
         apply_register(spec)
-    plan = build_plan(args.config_file, args.opts, args.seeds, args.output_dir, max_iter=args.max_iter,
-                      eval_period=args.eval_period, arms=args.arms, teacher_weights=args.teacher_weights,
-                      teacher_opts=shlex.split(args.teacher_opts))
+    if args.baseline_config:
+        if args.teacher_weights or args.teacher_opts:
+            raise ConfigError("--teacher-weights / --teacher-opts: a --baseline-config comparison has no teacher")
+        plan = build_baseline_plan(args.config_file, args.baseline_config, args.arm_name, args.opts, args.seeds,
+                                   args.output_dir, max_iter=args.max_iter, eval_period=args.eval_period,
+                                   arms=args.arms)
+    else:
+        plan = build_plan(args.config_file, args.opts, args.seeds, args.output_dir, max_iter=args.max_iter,
+                          eval_period=args.eval_period, arms=args.arms, teacher_weights=args.teacher_weights,
+                          teacher_opts=shlex.split(args.teacher_opts))
     out = os.path.abspath(args.output_dir)
     commands = [train_net_command(r, args.num_gpus, args.trust_pickle, args.threads) for r in plan.runs]
     for run, command in zip(plan.runs, commands):
         check_record(run, command)  # a folder of other settings: one line before anything runs
     teacher = {"trained": "trained here first", "given": "given (--teacher-weights)",
-               "config": "DISTILL.TEACHER.WEIGHTS"}[plan.teacher_source]
+               "config": "DISTILL.TEACHER.WEIGHTS", "none": "none"}[plan.teacher_source]
+    where = f": {plan.teacher_weights}" if plan.teacher_weights else f" (baseline {args.baseline_config})"
     _say(f"{args.config_file}: arms {' '.join(plan.arms)}; seeds {' '.join(map(str, plan.seeds))}; "
-         f"teacher {teacher}: {plan.teacher_weights}; {len(plan.runs)} runs under {out}")
+         f"teacher {teacher}{where}; {len(plan.runs)} runs under {out}")
 
     eta = Eta()
     for run in plan.runs:

@@ -8,6 +8,10 @@ Arms:
   <a>+<b>        all losses together, when DISTILL.LOSSES has more than one (e.g. "psd+csd");
   teacher        DISTILL.TEACHER.CONFIG_FILE + DISTILL.TEACHER.OPTS, trained once (first seed) unless
                  its weights are given, evaluated otherwise.
+
+With a baseline config (:func:`build_baseline_plan`, for methods without a separate teacher such
+as SSA's online distillation), the arms are ``student`` (the baseline config) and the method's
+arm (the config itself), and there is no teacher.
 """
 import os
 from dataclasses import dataclass, field
@@ -16,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from segdet.utils.config_io import load_config
 from segdet.utils.errors import ConfigError
 
-__all__ = ["Run", "Plan", "build_plan", "teacher_overrides", "TOOL_KEYS"]
+__all__ = ["Run", "Plan", "build_plan", "build_baseline_plan", "teacher_overrides", "TOOL_KEYS"]
 
 # keys kd_compare sets itself for every run (the flag that sets them, for the error message)
 TOOL_KEYS = {"OUTPUT_DIR": "--output-dir", "SEED": "--seeds"}
@@ -53,7 +57,7 @@ class Plan:
     losses: Dict[str, List[str]]  # arm -> DISTILL.LOSSES of that arm ([] for the student)
     teacher_config: str
     teacher_weights: str
-    teacher_source: str  # "given" (--teacher-weights), "config" (DISTILL.TEACHER.WEIGHTS), "trained"
+    teacher_source: str  # "given" (--teacher-weights), "config" (DISTILL.TEACHER.WEIGHTS), "trained", "none"
     teacher_run: Optional[Run]
     runs: List[Run] = field(default_factory=list)  # the teacher's first, then seed by seed
     teacher_opts: List[str] = field(default_factory=list)  # --teacher-opts
@@ -109,6 +113,77 @@ def _select(requested: Optional[Sequence[str]], comparison_arms: List[str]) -> T
     return [a for a in comparison_arms if a in requested], "teacher" in requested
 
 
+def _check_overrides(overrides: Sequence[str]) -> List[str]:
+    overrides = [str(o) for o in overrides]
+    if len(overrides) % 2:
+        raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got {overrides}")
+    for key in overrides[::2]:
+        if key in TOOL_KEYS:
+            raise ConfigError(f"{key} is set by kd_compare for every run; use {TOOL_KEYS[key]} instead of "
+                              f"the override {key}")
+    return overrides
+
+
+def _check_schedule(seeds: Sequence[int], max_iter: Optional[int], eval_period: Optional[int]) -> List[int]:
+    seeds = [int(s) for s in seeds]
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: expected distinct non-negative integers, got {seeds}")
+    if max_iter is not None and max_iter < 1:
+        raise ConfigError(f"--max-iter: expected a positive number of iterations, got {max_iter}")
+    if eval_period is not None and eval_period < 0:
+        raise ConfigError(f"--eval-period: expected 0 (final evaluation only) or a positive period, got {eval_period}")
+    return seeds
+
+
+def _tool_opts(max_iter: Optional[int], eval_period: Optional[int]):
+    """The overrides kd_compare adds to a run: its seed, the schedule flags and its folder."""
+    schedule = []
+    if max_iter is not None:
+        schedule += ["SOLVER.MAX_ITER", str(max_iter)]
+    if eval_period is not None:
+        schedule += ["TEST.EVAL_PERIOD", str(eval_period)]
+
+    def tool_opts(run_dir: str, seed: Optional[int]) -> List[str]:
+        return (["SEED", str(seed)] if seed is not None else []) + schedule + ["OUTPUT_DIR", run_dir]
+    return tool_opts
+
+
+def build_baseline_plan(config_file: str, baseline_config: str, arm_name: str, overrides: Sequence[str],
+                        seeds: Sequence[int], output_dir: str, max_iter: Optional[int] = None,
+                        eval_period: Optional[int] = None, arms: Optional[Sequence[str]] = None) -> Plan:
+    """Arms ``student`` (``baseline_config``) and ``arm_name`` (``config_file``), two plain configs
+    (not distillation configs) trained with the same overrides, schedule and seeds; no teacher.
+
+    Raises:
+        ConfigError: a missing or invalid config, a distillation config, a bad arm name, unknown
+            ``arms``, bad seeds, or overrides of the keys the tool sets itself.
+    """
+    overrides = _check_overrides(overrides)
+    seeds = _check_schedule(seeds, max_iter, eval_period)
+    if not arm_name or arm_name in ("student", "teacher") or "/" in arm_name:
+        raise ConfigError(f"--arm-name: expected a name other than student / teacher, without '/', got {arm_name!r}")
+    configs = {"student": baseline_config, arm_name: config_file}
+    for arm, path in configs.items():
+        cfg = load_config(path, overrides)
+        if cfg.MODEL.META_ARCHITECTURE == "DistillationModel":
+            raise ConfigError(f"{path}: a distillation config; with --baseline-config both configs are plain "
+                              "models (compare a distillation config without --baseline-config)")
+    requested = list(arms) if arms else list(configs)
+    unknown = [a for a in requested if a not in configs]
+    if unknown:
+        raise ConfigError(f"--arms: unknown arm(s) {', '.join(unknown)}; this comparison has: {' '.join(configs)}")
+    chosen = [a for a in configs if a in requested]
+    output_dir = os.path.abspath(output_dir)
+    tool_opts = _tool_opts(max_iter, eval_period)
+    runs = []
+    for seed in seeds:
+        for arm in chosen:
+            run_dir = os.path.join(output_dir, arm, f"seed{seed}")
+            runs.append(Run(arm, seed, configs[arm], tuple(overrides + tool_opts(run_dir, seed)), run_dir))
+    return Plan(config_file=config_file, seeds=seeds, arms=chosen, losses={a: [] for a in chosen},
+                teacher_config="", teacher_weights="", teacher_source="none", teacher_run=None, runs=runs)
+
+
 def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int], output_dir: str,
                max_iter: Optional[int] = None, eval_period: Optional[int] = None,
                arms: Optional[Sequence[str]] = None, teacher_weights: Optional[str] = None,
@@ -123,13 +198,7 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
             one that is not a distillation config, unknown ``arms``, bad seeds, overrides of the
             keys the tool sets itself, or ``teacher_weights`` that do not exist.
     """
-    overrides = [str(o) for o in overrides]
-    if len(overrides) % 2:
-        raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got {overrides}")
-    for key in overrides[::2]:
-        if key in TOOL_KEYS:
-            raise ConfigError(f"{key} is set by kd_compare for every run; use {TOOL_KEYS[key]} instead of "
-                              f"the override {key}")
+    overrides = _check_overrides(overrides)
     teacher_opts = [str(o) for o in teacher_opts]
     if len(teacher_opts) % 2:
         raise ConfigError(f"--teacher-opts must be KEY VALUE pairs, got {teacher_opts}")
@@ -140,13 +209,7 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
             raise ConfigError(f"--teacher-opts: {key}: only the teacher's schedule goes here (SOLVER.*, TEST.*); "
                               "its architecture goes in DISTILL.TEACHER.OPTS (the distilled arms rebuild the "
                               "teacher from it), its inputs and data are the comparison's")
-    seeds = [int(s) for s in seeds]
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds: expected distinct non-negative integers, got {seeds}")
-    if max_iter is not None and max_iter < 1:
-        raise ConfigError(f"--max-iter: expected a positive number of iterations, got {max_iter}")
-    if eval_period is not None and eval_period < 0:
-        raise ConfigError(f"--eval-period: expected 0 (final evaluation only) or a positive period, got {eval_period}")
+    seeds = _check_schedule(seeds, max_iter, eval_period)
 
     cfg = load_config(config_file, overrides)
     if cfg.MODEL.META_ARCHITECTURE != "DistillationModel":
@@ -171,14 +234,7 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
                           f"directory {os.getcwd()}, then in the repo root)")
 
     output_dir = os.path.abspath(output_dir)
-    schedule = []
-    if max_iter is not None:
-        schedule += ["SOLVER.MAX_ITER", str(max_iter)]
-    if eval_period is not None:
-        schedule += ["TEST.EVAL_PERIOD", str(eval_period)]
-
-    def tool_opts(run_dir: str, seed: Optional[int]) -> List[str]:
-        return (["SEED", str(seed)] if seed is not None else []) + schedule + ["OUTPUT_DIR", run_dir]
+    tool_opts = _tool_opts(max_iter, eval_period)
 
     # the teacher: its own config and recipe, on the comparison's data, schedule overrides and seed
     t_opts = ([_as_opt(o) for o in cfg.DISTILL.TEACHER.OPTS] + teacher_overrides(overrides)
