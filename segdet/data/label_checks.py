@@ -4,7 +4,8 @@ A raw binary mask saved as 0/255 is a common first try on one's own data. 255 is
 value, so every foreground pixel is dropped: the model never sees the foreground and the
 evaluation reports mIoU 100 over the background alone. :func:`check_binary_ignore_labels`
 reads a few label files spread over the set and refuses one whose values are only 0 and the
-ignore value.
+ignore value. A set with a ``label_map`` (COCO-Stuff's raw values, ...) is checked after the
+mapping, as the loader reads it.
 """
 from typing import List, Sequence
 
@@ -13,7 +14,7 @@ from detectron2.data import MetadataCatalog
 
 from segdet.utils.errors import ConfigError
 
-from .io import read_sem_seg_label
+from .io import metadata_label_lookup, read_sem_seg_label
 
 __all__ = ["check_binary_ignore_labels", "SAMPLED_LABEL_FILES"]
 
@@ -29,19 +30,25 @@ def _spread(items: Sequence, k: int) -> List:
 def check_binary_ignore_labels(cfg, dicts: Sequence[dict], key: str = "DATASETS.TRAIN") -> None:
     """Raise a :class:`ConfigError` when the sampled label files of ``dicts`` (a semantic
     segmentation set, ``INPUT.DATASET_MAPPER_NAME`` "sem_seg") hold only 0 and the ignore value.
-    Sets with ``reduce_zero_label`` and files that cannot be read are left to the loader."""
+    Sets with ``reduce_zero_label``, sets with different ``label_map`` tables and files that
+    cannot be read are left to the loader; a shared ``label_map`` is applied before the check."""
     if cfg.INPUT.DATASET_MAPPER_NAME != "sem_seg":
         return
     names = [cfg.DATASETS.TRAIN] if isinstance(cfg.DATASETS.TRAIN, str) else list(cfg.DATASETS.TRAIN)
     if any(getattr(MetadataCatalog.get(n), "reduce_zero_label", False) for n in names):
         return
     ignore = int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
+    lookups = [metadata_label_lookup(MetadataCatalog.get(n), ignore) for n in names]
+    if any(t is not None for t in lookups) and not all(t is not None and np.array_equal(t, lookups[0])
+                                                       for t in lookups):
+        return  # sets with different label maps: left to the loader
+    lookup = lookups[0] if lookups else None
     paths = [d["sem_seg_file_name"] for d in dicts
              if d.get("sem_seg_file_name") and not d.get("reduce_zero_label", False)]
     values, read = set(), []
     for path in _spread(paths, SAMPLED_LABEL_FILES):
         try:
-            label = read_sem_seg_label(path)
+            label = read_sem_seg_label(path, ignore_label=ignore, lookup=lookup)
         except (OSError, ValueError):
             continue
         values.update(int(v) for v in np.unique(label))

@@ -46,3 +46,17 @@ def test_zero_255_mask_is_refused(tmp_path):
 def test_zero_one_mask_passes(tmp_path):
     cfg = _dataset(tmp_path, "segdet_test_binary_1", 1)
     assert len(dataset_dicts_for_training(cfg)) == 3
+
+
+def test_label_map_is_applied_before_the_check(tmp_path):
+    """Files of raw values 0 / 7 (COCO-Stuff-like: the dataset's label_map gives the class ids): a
+    map sending 7 to the ignore value leaves only 0 and 255 after the mapping (refused); one sending
+    7 to class 1 passes, although 7 is no class id of the head."""
+    cfg = _dataset(tmp_path, "segdet_test_label_map", 7)
+    MetadataCatalog.get("segdet_test_label_map").set(label_map={0: 0})  # 7 -> unlabelled (255)
+    with pytest.raises(ConfigError, match="hold only the values 0 and 255"):
+        dataset_dicts_for_training(cfg)
+    MetadataCatalog.remove("segdet_test_label_map")
+    MetadataCatalog.get("segdet_test_label_map").set(stuff_classes=["background", "building"], ignore_label=255,
+                                                     evaluator_type="sem_seg", label_map={0: 0, 7: 1})
+    assert len(dataset_dicts_for_training(cfg)) == 3
