@@ -31,12 +31,13 @@ def export_metadata(preprocess: bool, channel_order: str, config_file: str) -> D
 
 
 def export_onnx_file(wrapper: torch.nn.Module, example: torch.Tensor, path: str, opset: int = 18,
-                     metadata: Optional[Dict[str, str]] = None) -> None:
-    """Writes ``wrapper`` (an :class:`ExportableSegmentor`) traced on ``example`` (B, 3, H, W) to
-    ``path`` with the dynamo exporter: input ``image``, output ``logits``, ``metadata`` stored as
-    ONNX metadata, the weights in ``<path>.data`` beside it."""
+                     metadata: Optional[Dict[str, str]] = None, output_names: Sequence[str] = ("logits",)) -> None:
+    """Writes ``wrapper`` (an :class:`ExportableSegmentor`, or an :class:`ExportableDetector` with
+    ``output_names`` boxes, scores, classes) traced on ``example`` to ``path`` with the dynamo
+    exporter: input ``image``, outputs ``output_names``, ``metadata`` stored as ONNX metadata,
+    the weights in ``<path>.data`` beside it."""
     program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=opset,
-                                input_names=["image"], output_names=["logits"], verbose=False)
+                                input_names=["image"], output_names=list(output_names), verbose=False)
     program.model.metadata_props.update(metadata or {})
     program.save(path, external_data=True)
 
