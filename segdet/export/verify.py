@@ -82,7 +82,8 @@ def compare_detections(reference: Sequence[Sequence[np.ndarray]], exported: Sequ
                 k = int(np.flatnonzero(pairs < 0)[0])
                 raise ExportMismatchError(
                     f"{what}: input {i}: PyTorch's detection {k} (class {int(ref_classes[k])}, score "
-                    f"{float(ref_scores[k]):.4g}) has no counterpart of the same class and score within {score_tol:.3g}")
+                    f"{float(ref_scores[k]):.4g}) has no counterpart of the same class and score within "
+                    f"{score_tol:.3g}")
         counts.append(len(scores))
         paired.append((ref_boxes, ref_scores, boxes[pairs], scores[pairs]))
     result = {"detections": counts}
