@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Export a trained segdet semantic segmentor to ONNX or torch.export, and check the export by
-running it (onnxruntime / the exported program) on the same inputs as PyTorch.
+"""Export a trained segdet semantic segmentor or detector (Faster R-CNN, RetinaNet) to ONNX or
+torch.export, and check the export by running it (onnxruntime / the exported program) on the
+same inputs as PyTorch.
 
 Segmentors of any config (CGRSeg, CGRSeg + SSA, Semantic-FPN, the student of a distillation
 config). The input size is fixed at export (--input-size): CGRSeg's graph does not export with
@@ -9,10 +10,19 @@ config's INPUT.FORMAT channel order and returns logits (B, K, H, W) at that size
 and padding inside); --no-preprocess exports the bare network (normalised input, H and W
 multiples of the backbone's size divisibility).
 
+Detectors (Faster R-CNN: RPN + standard ROI heads, boxes only; RetinaNet) take one image (3, H, W)
+float32 0-255 in INPUT.FORMAT order at the fixed --input-size (resize it outside, as the config's
+test resize would; normalisation and padding are inside) and return boxes (N, 4) XYXY in input
+pixels, scores (N,) and classes (N,) int64, by decreasing score, N up to
+TEST.DETECTIONS_PER_IMAGE: the model's own detections of the image at that size. The check
+compares the detections: the same number and classes, boxes and scores within --rtol.
+
 Examples:
   python tools/export_model.py --config-file projects/CGRSeg/configs/Samples/cgrseg_t_street.yaml \\
       --format onnx --input-size 512 1024 --output output/export/cgrseg_t MODEL.WEIGHTS model_final.pth
   python tools/export_model.py --config-file CONFIG --format torch_export --output out/ MODEL.WEIGHTS w.pth
+  python tools/export_model.py --config-file configs/Samples/faster_rcnn_mnv2_fpn_trees.yaml --format onnx \\
+      --input-size 400 400 --output output/export/faster_rcnn MODEL.WEIGHTS model_final.pth
 
 Writes into --output: model.onnx or model.pt2, and export.json (format, input, output, the
 check's max abs difference). A difference above --rtol x the largest output value is an error
@@ -33,6 +43,7 @@ from segdet.utils.threads import thread_count  # noqa: E402
 
 PREFIX = "[export]"
 FORMATS = {"onnx": "model.onnx", "torch_export": "model.pt2"}
+DETECTION_OUTPUTS = ("boxes", "scores", "classes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,12 +97,90 @@ def export_program(wrapper, example, path: str):
     return lambda x: module(x).detach().numpy()
 
 
+def export_detector_onnx(wrapper, example, path: str, opset: int, threads, metadata: dict):
+    """Writes ``path`` (outputs boxes, scores, classes); returns a function running it in
+    onnxruntime (CPU) that gives the three arrays."""
+    from segdet.export import export_onnx_file, onnx_session
+
+    export_onnx_file(wrapper, example, path, opset, metadata, output_names=DETECTION_OUTPUTS)
+    session = onnx_session(path, threads)
+    return lambda x: session.run(None, {"image": x.numpy()})
+
+
+def export_detector_program(wrapper, example, path: str):
+    """Writes ``path`` (torch.export.save); returns a function running the reloaded program that
+    gives boxes, scores, classes as arrays."""
+    import torch
+
+    torch.export.save(torch.export.export(wrapper, (example,)), path)
+    module = torch.export.load(path).module()
+    return lambda x: [y.detach().numpy() for y in module(x)]
+
+
+def _detections(instances):
+    return [instances.pred_boxes.tensor.numpy(), instances.scores.numpy(), instances.pred_classes.numpy()]
+
+
+def run_detector(args, cfg, model) -> dict:
+    """The export of a Faster R-CNN or RetinaNet (see the module's docstring)."""
+    import torch
+
+    from segdet.export import ExportableDetector, compare_detections, export_metadata, nms_may_keep_any_number
+    from segdet.utils.errors import ConfigError
+
+    height, width = args.input_size
+    if args.batch_size != 1:
+        raise ConfigError(f"--batch-size {args.batch_size}: a detector export takes one image per call")
+    if args.no_preprocess:
+        raise ConfigError("--no-preprocess: a detector export always has its normalisation and padding inside")
+    wrapper = ExportableDetector(model).eval()
+    os.makedirs(args.output, exist_ok=True)
+    path = os.path.join(args.output, FORMATS[args.format])
+    checks = [torch.rand(3, height, width, generator=torch.Generator().manual_seed(seed)) * 255.0 for seed in (0, 1)]
+    print(f"{PREFIX} {type(model).__name__} ({cfg.MODEL.WEIGHTS or 'initial weights'}) -> {args.format}, "
+          f"input 3x{height}x{width}, outputs {', '.join(DETECTION_OUTPUTS)}", flush=True)
+    started = time.time()
+    with torch.no_grad(), nms_may_keep_any_number():
+        if args.format == "onnx":
+            metadata = export_metadata(True, cfg.INPUT.FORMAT, args.config_file)
+            runner = export_detector_onnx(wrapper, checks[0], path, args.opset, args.threads, metadata)
+        else:
+            runner = export_detector_program(wrapper, checks[0], path)
+        seconds = time.time() - started
+        reference = [[y.numpy() for y in wrapper(x)] for x in checks]
+        exported = [runner(x) for x in checks]
+        # the wrapper itself against the detector's own inference at the input's size
+        own = [_detections(model([{"image": x, "height": height, "width": width}])[0]["instances"]) for x in checks]
+        compare_detections(own, reference, f"the export wrapper of {args.config_file}", rtol=args.rtol)
+    diff = compare_detections(reference, exported, f"{args.format} export of {args.config_file}", rtol=args.rtol)
+    boxes, scores = diff["boxes"], diff["scores"]
+    print(f"{PREFIX} checked on {len(checks)} inputs ({', '.join(map(str, diff['detections']))} detections): "
+          f"boxes max abs diff {boxes['max_abs_diff']:.3g} ({boxes['relative']:.3g} of the largest coordinate "
+          f"{boxes['max_abs_reference']:.3g}), scores max abs diff {scores['max_abs_diff']:.3g} "
+          f"({scores['relative']:.3g} of the largest score {scores['max_abs_reference']:.3g}), classes identical; "
+          f"tolerance {args.rtol:g}", flush=True)
+    if not any(diff["detections"]):
+        print(f"{PREFIX} note: no detections above the score threshold on the check inputs, so no boxes or scores "
+              "were compared (untrained weights?)", flush=True)
+    summary = {"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS, "format": args.format, "file": path,
+               "input": {"name": "image", "shape": [3, height, width], "dtype": "float32", "preprocess": True,
+                         "channel_order": cfg.INPUT.FORMAT},
+               "outputs": [{"name": "boxes", "shape": ["N", 4], "dtype": "float32"},
+                           {"name": "scores", "shape": ["N"], "dtype": "float32"},
+                           {"name": "classes", "shape": ["N"], "dtype": "int64"}],
+               "check": diff, "export_seconds": round(seconds, 1)}
+    with open(os.path.join(args.output, "export.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"{PREFIX} wrote {path} and export.json in {seconds:.0f} s", flush=True)
+    return summary
+
+
 def run(args) -> dict:
     import torch
 
     import segdet  # noqa: F401  (registers everything)
     from segdet.engine.predictor import Predictor
-    from segdet.export import ExportableSegmentor, compare_outputs, export_metadata
+    from segdet.export import ExportableSegmentor, compare_outputs, export_metadata, is_exportable_detector
     from segdet.utils.config_io import load_config
     from segdet.utils.errors import ConfigError
     from segdet.utils.threads import set_threads
@@ -103,9 +192,11 @@ def run(args) -> dict:
     cfg = load_config(args.config_file, ["MODEL.DEVICE", "cpu", "MODEL.TRUST_PICKLE", str(args.trust_pickle)]
                       + list(args.opts))
     model = Predictor(cfg).model
+    if is_exportable_detector(model):
+        return run_detector(args, cfg, model)
     if not hasattr(model, "sem_seg_head") or hasattr(model, "roi_heads"):
-        raise ConfigError(f"{args.config_file}: export supports semantic segmentors; "
-                          f"{type(model).__name__} is not one")
+        raise ConfigError(f"{args.config_file}: export supports semantic segmentors, Faster R-CNN (boxes only) and "
+                          f"RetinaNet; {type(model).__name__} with these heads is none of them")
     wrapper = ExportableSegmentor(model, preprocess=not args.no_preprocess).eval()
     d = wrapper.size_divisibility
     if args.no_preprocess and (height % d or width % d):
