@@ -1,6 +1,6 @@
 """tools/export_model.py and segdet.export: the export wrapper computes what the segmentor's own
 inference does; ONNX (onnxruntime) and torch.export exports of Semantic-FPN and CGRSeg-T match
-PyTorch; an injected mismatch and a detector config are one clear error."""
+PyTorch; an injected mismatch and a model of other heads (Mask R-CNN) are one clear error."""
 import json
 import os
 
@@ -74,11 +74,13 @@ def test_a_wrapper_that_drifts_from_the_model_is_an_error(tmp_path, monkeypatch,
     one_error_line(capsys.readouterr().err, "ExportMismatchError", "the export wrapper of")
 
 
-def test_a_detector_is_one_clear_error(tmp_path, capsys):
+def test_a_model_of_other_heads_is_one_clear_error(tmp_path, capsys):
+    """Detectors export (tests/test_export_detectors.py), but not a Mask R-CNN."""
     with pytest.raises(SystemExit):
         load_tool("export_model").main(["--config-file", FASTER_RCNN, "--format", "onnx", "--output", str(tmp_path),
-                                        *NO_IMAGENET])
-    one_error_line(capsys.readouterr().err, "export supports semantic segmentors", "GeneralizedRCNN")
+                                        *NO_IMAGENET, "MODEL.MASK_ON", "True"])
+    one_error_line(capsys.readouterr().err, "export supports semantic segmentors, Faster R-CNN (boxes only) and "
+                   "RetinaNet", "GeneralizedRCNN")
 
 
 def test_compare_outputs_tolerance_shape_and_finiteness():
