@@ -53,6 +53,23 @@ def test_export_runs_and_matches_pytorch(config, fmt, tmp_path):
         assert props["segdet.preprocess"] == "1" and props["segdet.channel_order"] == written["input"]["channel_order"]
 
 
+def test_fused_path_exports_with_standard_ops_and_matches_the_plain_model(tmp_path, capsys):
+    """--fuse: the fused CGRSeg-T (segdet.deploy.fuse_model, standard operations) to ONNX; the
+    graph has no BatchNormalization left, and the export matches the plain model's inference."""
+    import onnx
+
+    tool = load_tool("export_model")
+    summary = tool.main(["--config-file", CGRSEG, "--format", "onnx", "--input-size", "64", "96", "--fuse",
+                         "--output", str(tmp_path / "fused")])
+    assert summary["fused"] is True and summary["check"]["relative"] <= 1e-4
+    ops = {node.op_type for node in onnx.load(summary["file"]).graph.node}
+    assert "BatchNormalization" not in ops and "Conv" in ops
+    with pytest.raises(SystemExit):
+        tool.main(["--config-file", FPN, "--format", "onnx", "--input-size", "64", "64", "--fuse",
+                   "--output", str(tmp_path / "fpn"), *NO_IMAGENET])
+    one_error_line(capsys.readouterr().err, "--fuse: SemSegFPNHead of", "has no fused inference path")
+
+
 def test_injected_mismatch_is_an_error(tmp_path, monkeypatch, capsys):
     tool = load_tool("export_model")
     real = tool.export_program

@@ -8,7 +8,9 @@ config). The input size is fixed at export (--input-size): CGRSeg's graph does n
 dynamic height and width. By default the model takes raw pixels (B, 3, H, W) float32 0-255 in the
 config's INPUT.FORMAT channel order and returns logits (B, K, H, W) at that size (normalisation
 and padding inside); --no-preprocess exports the bare network (normalised input, H and W
-multiples of the backbone's size divisibility).
+multiples of the backbone's size divisibility). --fuse exports the fused inference path
+(segdet.deploy.fuse_model with standard operations only); the check also compares it with the
+plain model's own inference.
 
 Detectors (Faster R-CNN: RPN + standard ROI heads, boxes only; RetinaNet) take one image (3, H, W)
 float32 0-255 in INPUT.FORMAT order at the fixed --input-size (resize it outside, as the config's
@@ -58,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per call (default: 1)")
     parser.add_argument("--no-preprocess", action="store_true",
                         help="export the bare network: normalised input, no padding, logits at the input size")
+    parser.add_argument("--fuse", action="store_true",
+                        help="export the fused inference path of a segmentor (segdet.deploy.fuse_model with "
+                             "standard operations only: BatchNorm and scales folded into the convolutions)")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default: %(default)s)")
     parser.add_argument("--rtol", type=float, default=1e-4,
                         help="largest accepted max abs difference, relative to the largest output (default: 1e-4)")
@@ -137,7 +142,8 @@ def run_detector(args, cfg, model) -> dict:
     os.makedirs(args.output, exist_ok=True)
     path = os.path.join(args.output, FORMATS[args.format])
     checks = [torch.rand(3, height, width, generator=torch.Generator().manual_seed(seed)) * 255.0 for seed in (0, 1)]
-    print(f"{PREFIX} {type(model).__name__} ({cfg.MODEL.WEIGHTS or 'initial weights'}) -> {args.format}, "
+    print(f"{PREFIX} {type(model).__name__}{' (fused)' if args.fuse else ''} "
+          f"({cfg.MODEL.WEIGHTS or 'initial weights'}) -> {args.format}, "
           f"input 3x{height}x{width}, outputs {', '.join(DETECTION_OUTPUTS)}", flush=True)
     started = time.time()
     with torch.no_grad(), nms_may_keep_any_number():
@@ -163,6 +169,7 @@ def run_detector(args, cfg, model) -> dict:
         print(f"{PREFIX} note: no detections above the score threshold on the check inputs, so no boxes or scores "
               "were compared (untrained weights?)", flush=True)
     summary = {"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS, "format": args.format, "file": path,
+               "fused": bool(args.fuse),
                "input": {"name": "image", "shape": [3, height, width], "dtype": "float32", "preprocess": True,
                          "channel_order": cfg.INPUT.FORMAT},
                "outputs": [{"name": "boxes", "shape": ["N", 4], "dtype": "float32"},
@@ -193,11 +200,21 @@ def run(args) -> dict:
                       + list(args.opts))
     model = Predictor(cfg).model
     if is_exportable_detector(model):
+        if args.fuse:
+            raise ConfigError(f"--fuse: {args.config_file} is a detector; the fused inference path is a segmentor's")
         return run_detector(args, cfg, model)
     if not hasattr(model, "sem_seg_head") or hasattr(model, "roi_heads"):
         raise ConfigError(f"{args.config_file}: export supports semantic segmentors, Faster R-CNN (boxes only) and "
                           f"RetinaNet; {type(model).__name__} with these heads is none of them")
-    wrapper = ExportableSegmentor(model, preprocess=not args.no_preprocess).eval()
+    network = model
+    if args.fuse:  # checked below against the plain model's own inference
+        from segdet.deploy import fuse_model, fused_module_count
+
+        network = fuse_model(model, onednn=False)
+        if not fused_module_count(network):
+            raise ConfigError(f"--fuse: {type(model.sem_seg_head).__name__} of {args.config_file} has no fused "
+                              f"inference path (segdet.deploy.fuse_model finds nothing to fuse)")
+    wrapper = ExportableSegmentor(network, preprocess=not args.no_preprocess).eval()
     d = wrapper.size_divisibility
     if args.no_preprocess and (height % d or width % d):
         raise ConfigError(f"--no-preprocess: --input-size {height} {width} must be multiples of {d}")
@@ -226,6 +243,7 @@ def run(args) -> dict:
           f"({diff['relative']:.3g} of the largest logit {diff['max_abs_reference']:.3g}; tolerance {args.rtol:g})",
           flush=True)
     summary = {"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS, "format": args.format, "file": path,
+               "fused": bool(args.fuse),
                "input": {"name": "image", "shape": [args.batch_size, 3, height, width], "dtype": "float32",
                          "preprocess": wrapper.preprocess, "channel_order": cfg.INPUT.FORMAT},
                "output": {"name": "logits", "shape": list(reference[0].shape)},
