@@ -20,7 +20,7 @@ from ..modeling.cgrseg.efficientformer_v2_attention import Attention4D, Attentio
 from ..modeling.cgrseg.efficientformer_v2_blocks import FFN, AttnDownsample, AttnFFN, ConvDownsample, Mlp
 from .fold import fold_conv_bn, fold_seq, scale_conv_output
 from .fuse import FusedModule, fuse_module, register_fuser
-from .ops import gelu_, mix_heads, upsample_channels_last, with_gelu
+from .ops import gelu_, is_tracing, mix_heads, upsample_channels_last, with_gelu
 
 __all__ = ["FusedMlp", "FusedFFN", "FusedAttnFFN", "FusedAttention4D", "FusedLGQuery",
            "FusedAttention4DDownsample", "FusedAttnDownsample", "CachedRelativeBias"]
@@ -50,7 +50,7 @@ class CachedRelativeBias(nn.Module):
         return super()._load_from_state_dict(*args, **kwargs)
 
     def forward(self, nq: int, nk: int) -> torch.Tensor:
-        if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if is_tracing():
             return relative_bias(self.table, self.index, nq, nk)
         key = (nq, nk, self.table.device, self.table.dtype)
         bias = self._cache.get(key)

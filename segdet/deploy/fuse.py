@@ -12,6 +12,8 @@ from typing import Callable, Dict, Type
 
 from torch import nn
 
+from .ops import ConvGELU
+
 __all__ = ["FusedModule", "register_fuser", "fuse_module", "fuse_model", "fused_module_count"]
 
 Fuser = Callable[[nn.Module], nn.Module]
@@ -78,8 +80,6 @@ def fuse_model(model: nn.Module, *, inplace: bool = False, onednn: bool = True) 
         model's up to float rounding, and ``train()`` raises on it. A model without fusable
         modules comes back unchanged (see :func:`fused_module_count`).
     """
-    from .ops import ConvGELU
-
     if model.training:
         raise RuntimeError(f"fuse_model: call {type(model).__name__}.eval() first; fusing folds the "
                            f"BatchNorm running statistics and is for inference only")

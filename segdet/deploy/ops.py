@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ConvGELU", "with_gelu", "gelu_", "upsample_channels_last", "mix_heads"]
+__all__ = ["ConvGELU", "with_gelu", "gelu_", "upsample_channels_last", "mix_heads", "is_tracing"]
 
 
 def _onednn_conv_pointwise():
@@ -31,7 +31,7 @@ def _onednn_conv_pointwise():
 _CONV_POINTWISE = _onednn_conv_pointwise()
 
 
-def _tracing() -> bool:
+def is_tracing() -> bool:
     """True while torch.compile, torch.export or the ONNX exporter traces the forward."""
     is_exporting = getattr(torch.compiler, "is_exporting", None)
     return (torch.compiler.is_compiling() or (is_exporting is not None and is_exporting())
@@ -56,7 +56,7 @@ class ConvGELU(nn.Conv2d):
         if (self.use_onednn and _CONV_POINTWISE is not None and torch.backends.mkldnn.enabled
                 and x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32
                 and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
-                and not _tracing()):
+                and not is_tracing()):
             return _CONV_POINTWISE(x, self.weight, self.bias, list(self.padding), list(self.stride),
                                    list(self.dilation), self.groups, "gelu", [None], "none")
         return F.gelu(super().forward(x))
@@ -79,7 +79,7 @@ def with_gelu(conv: nn.Conv2d) -> ConvGELU:
 def gelu_(x: torch.Tensor) -> torch.Tensor:
     """GELU (exact, erf) in place when no gradient is recorded (x must be a temporary the caller
     owns): saves allocating, and page-faulting, a fresh output map."""
-    if (torch.is_grad_enabled() and x.requires_grad) or _tracing():
+    if (torch.is_grad_enabled() and x.requires_grad) or is_tracing():
         return F.gelu(x)
     return torch.ops.aten.gelu_(x)
 
