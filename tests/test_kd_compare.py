@@ -336,3 +336,74 @@ def test_baseline_comparison_refuses_teacher_flags(capsys, tmp_path):
         kd_compare.main(["--config-file", SSA, "--baseline-config", CGRSEG, "--teacher-opts", "SOLVER.MAX_ITER 5",
                          "--output-dir", str(tmp_path)])
     assert "a --baseline-config comparison has no teacher" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ cross-validation
+CV = "segdet_street_sem_seg_cv"
+
+
+def test_folds_plan_pairs_seeds_with_folds_and_trains_a_teacher_per_fold(tmp_path):
+    p = _plan(tmp_path, seeds=[1, 2, 3, 4, 5], folds=CV)
+    assert p.fold_of_seed == {1: 0, 2: 1, 3: 2, 4: 3, 5: 4}
+    assert [r.run_dir for r in p.teacher_runs] == [str(tmp_path / "cmp" / "teacher" / f"fold{k}_seed{k + 1}")
+                                                   for k in range(5)]
+    assert p.runs[:5] == p.teacher_runs and p.teacher_run is p.teacher_runs[0]
+    for seed in (1, 4):
+        fold = seed - 1
+        teacher = p.teacher_runs[fold]
+        assert _opt(teacher, "DATASETS.TRAIN") == f"('{CV}_fold{fold}_train',)"
+        assert _opt(teacher, "DATASETS.TEST") == f"('{CV}_fold{fold}_val',)" and _opt(teacher, "SEED") == str(seed)
+        for arm in p.arms:  # every arm of this seed: the same fold; distilled arms: that fold's teacher
+            run = next(r for r in p.runs_of(arm) if r.seed == seed)
+            assert _opt(run, "DATASETS.TRAIN") == f"('{CV}_fold{fold}_train',)"
+            assert _opt(run, "DATASETS.TEST") == f"('{CV}_fold{fold}_val',)"
+            if arm != "student":
+                assert _opt(run, "DISTILL.TEACHER.WEIGHTS") == os.path.join(teacher.run_dir, "model_final.pth")
+    # 10 seeds on 5 folds: seed i on fold i mod 5, one teacher per fold (its first seed)
+    p = _plan(tmp_path, seeds=list(range(10, 20)), folds=CV, arms=["student", "psd"])
+    assert p.fold_of_seed[15] == 0 and [_opt(r, "SEED") for r in p.teacher_runs] == ["10", "11", "12", "13", "14"]
+
+
+def test_folds_summary_teacher_is_the_mean_of_its_folds(tmp_path):
+    p = _plan(tmp_path, seeds=[1, 2, 3, 4, 5], folds=CV, arms=["student", "psd"])
+    for k, run in enumerate(p.teacher_runs):
+        _fake_run(run, 50.0 + k)
+    for arm, base in (("student", 40.0), ("psd", 44.0)):
+        for k, run in enumerate(p.runs_of(arm)):
+            _fake_run(run, base + k)
+    s = report.summarize(p)
+    assert s["teacher"]["value"] == pytest.approx(52.0) and s["teacher"]["per_fold"] == [50.0, 51.0, 52.0, 53.0, 54.0]
+    assert s["arms"]["psd"]["delta_vs_student"] == pytest.approx(4.0)
+    assert s["folds"]["fold_of_seed"] == {"1": 0, "2": 1, "3": 2, "4": 3, "5": 4}
+    assert s["folds"]["held_out_sets"]["3"] == f"{CV}_fold2_val" and s["complete"]
+
+
+@pytest.mark.parametrize("kwargs, opts, fragment", [
+    ({"folds": "no_such_family"}, NO_WEIGHTS, "no folds registered under that name"),
+    ({"folds": CV, "seeds": [1, 2, 3]}, NO_WEIGHTS, "give a multiple of 5 seeds"),
+    ({"folds": CV, "seeds": [1, 2, 3, 4, 5]}, NO_WEIGHTS + ["DATASETS.TRAIN", "('x',)"], "set by --folds"),
+])
+def test_folds_errors(tmp_path, kwargs, opts, fragment):
+    seeds = kwargs.pop("seeds", [1, 2, 3, 4, 5])
+    with pytest.raises(ConfigError, match=fragment):
+        _plan(tmp_path, seeds=seeds, opts=opts, **kwargs)
+
+
+def test_folds_refuse_given_teacher_weights(tmp_path):
+    weights = tmp_path / "t.pth"
+    weights.write_bytes(b"x")
+    with pytest.raises(ConfigError, match="--teacher-weights: with --folds"):
+        _plan(tmp_path, seeds=[1, 2, 3, 4, 5], folds=CV, teacher_weights=str(weights))
+
+
+def test_baseline_plan_with_folds(tmp_path):
+    p = plan_lib.build_baseline_plan(SSA, CGRSEG, "ssa", [], [1, 2, 3, 4, 5], str(tmp_path / "cmp"), folds=CV)
+    assert not p.teacher_runs and p.fold_of_seed[5] == 4
+    run = p.runs_of("ssa")[4]
+    assert _opt(run, "DATASETS.TEST") == f"('{CV}_fold4_val',)" and run.config_file == SSA
+
+
+def test_folds_run_labels_name_the_fold(tmp_path):
+    p = _plan(tmp_path, seeds=[1, 2, 3, 4, 5], folds=CV, arms=["student", "psd"])
+    assert p.teacher_runs[2].label == "teacher seed 3 (fold 2)" and p.runs_of("psd")[4].label == "psd seed 5 (fold 4)"
+    assert _plan(tmp_path).runs_of("student")[0].label == "student seed 1"

@@ -34,6 +34,10 @@ Examples:
       --baseline-config projects/CGRSeg/configs/Samples/cgrseg_t_street.yaml --arm-name ssa \
       --output-dir output/kd_compare/ssa_street
 
+  # every sample street frame held out once: 5 folds, seed i on fold i-1 (a teacher per fold)
+  python tools/kd_compare.py --config-file projects/DSD/configs/Samples/cgrseg_t_street_dsd.yaml \
+      --folds segdet_street_sem_seg_cv --seeds 1 2 3 4 5 --output-dir output/kd_compare/dsd_street_cv
+
   # your own datasets, registered in the module my_datasets (or a file, or MODULE:FUNCTION)
   python tools/kd_compare.py --config-file CFG --register my_datasets DATASETS.TRAIN "('mine_train',)"
 
@@ -97,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "arm; no teacher")
     parser.add_argument("--arm-name", default="method", metavar="NAME",
                         help="with --baseline-config: the name of --config-file's arm (default: %(default)s)")
+    parser.add_argument("--folds", metavar="NAME",
+                        help="cross-validation: NAME_fold<k>_{train,val} (DATASETS.DECLARE TYPE \"folds\", or the "
+                             "sample segdet_street_sem_seg_cv); seed i trains on fold i mod K and is scored on its "
+                             "held-out images, the teacher is trained per fold; give K (or 2K, ...) seeds")
     parser.add_argument("--register", action="append", default=[], metavar="SPEC",
                         help="MODULE, path/to/file.py, or either with :FUNCTION: imported (and FUNCTION() "
                              "called) in every training process before training, to register datasets; "
@@ -141,11 +149,11 @@ def run_comparison(args) -> dict:
             raise ConfigError("--teacher-weights / --teacher-opts: a --baseline-config comparison has no teacher")
         plan = build_baseline_plan(args.config_file, args.baseline_config, args.arm_name, args.opts, args.seeds,
                                    args.output_dir, max_iter=args.max_iter, eval_period=args.eval_period,
-                                   arms=args.arms)
+                                   arms=args.arms, folds=args.folds)
     else:
         plan = build_plan(args.config_file, args.opts, args.seeds, args.output_dir, max_iter=args.max_iter,
                           eval_period=args.eval_period, arms=args.arms, teacher_weights=args.teacher_weights,
-                          teacher_opts=shlex.split(args.teacher_opts))
+                          teacher_opts=shlex.split(args.teacher_opts), folds=args.folds)
     out = os.path.abspath(args.output_dir)
     commands = [train_net_command(r, args.num_gpus, args.trust_pickle, args.threads) for r in plan.runs]
     for run, command in zip(plan.runs, commands):
@@ -153,7 +161,11 @@ def run_comparison(args) -> dict:
     teacher = {"trained": "trained here first", "given": "given (--teacher-weights)",
                "config": "DISTILL.TEACHER.WEIGHTS", "none": "none"}[plan.teacher_source]
     where = f": {plan.teacher_weights}" if plan.teacher_weights else f" (baseline {args.baseline_config})"
-    _say(f"{args.config_file}: arms {' '.join(plan.arms)}; seeds {' '.join(map(str, plan.seeds))}; "
+    if plan.folds:
+        teacher += f" (one per fold of {plan.folds})" if plan.teacher_runs else ""
+        where = "" if plan.teacher_runs else where
+    seeds = " ".join(f"{s} (fold {plan.fold_of_seed[s]})" if plan.folds else str(s) for s in plan.seeds)
+    _say(f"{args.config_file}: arms {' '.join(plan.arms)}; seeds {seeds}; "
          f"teacher {teacher}{where}; {len(plan.runs)} runs under {out}")
 
     eta = Eta()
@@ -179,7 +191,8 @@ def run_comparison(args) -> dict:
              + (f"; {len(rest)} run{'s' * (len(rest) > 1)} left, {_eta_text(eta, rest)}" if rest else ""))
 
     summary = summarize(plan, args.opts, args.max_iter)
-    summary["seed_note"] = "SEED = each run's seed (weights init, data order, augmentation); the teacher: the first seed"
+    summary["seed_note"] = ("SEED = each run's seed (weights init, data order, augmentation); the teacher: "
+                            + ("each fold's first seed" if plan.folds else "the first seed"))
     paths = {name: os.path.join(out, name) for name in ("kd_compare.json", "kd_compare.png", "kd_compare_curves.png")}
     write_json(summary, paths["kd_compare.json"])
     plot_bars(summary, paths["kd_compare.png"])

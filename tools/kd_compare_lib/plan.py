@@ -9,6 +9,11 @@ Arms:
   teacher        DISTILL.TEACHER.CONFIG_FILE + DISTILL.TEACHER.OPTS, trained once (first seed) unless
                  its weights are given, evaluated otherwise.
 
+With ``folds`` (a cross-validation fold family, :mod:`segdet.data.datasets.folds`), the i-th seed
+trains on fold ``i mod K``'s training set and is evaluated on its held-out set, so K seeds give
+one held-out result per fold, each arm on the same (seed, fold) pairs; the teacher is trained once
+per fold (with the fold's first seed), never on the images its students are evaluated on.
+
 With a baseline config (:func:`build_baseline_plan`, for methods without a separate teacher such
 as SSA's online distillation), the arms are ``student`` (the baseline config) and the method's
 arm (the config itself), and there is no teacher.
@@ -36,12 +41,13 @@ class Run:
     opts: Tuple[str, ...]
     run_dir: str
     eval_only: bool = False
+    fold: Optional[int] = None  # the cross-validation fold it trains and is scored on
 
     @property
     def label(self) -> str:
         if self.eval_only:
             return f"{self.arm} (evaluation of given weights)"
-        return f"{self.arm} seed {self.seed}"
+        return f"{self.arm} seed {self.seed}" + ("" if self.fold is None else f" (fold {self.fold})")
 
     @property
     def group(self) -> str:
@@ -61,6 +67,9 @@ class Plan:
     teacher_run: Optional[Run]
     runs: List[Run] = field(default_factory=list)  # the teacher's first, then seed by seed
     teacher_opts: List[str] = field(default_factory=list)  # --teacher-opts
+    teacher_runs: List[Run] = field(default_factory=list)  # one per fold with folds, else [teacher_run]
+    folds: str = ""  # the fold family ("" = the config's own DATASETS)
+    fold_of_seed: Dict[int, int] = field(default_factory=dict)
 
     def runs_of(self, arm: str) -> List[Run]:
         return [r for r in self.runs if r.arm == arm]
@@ -135,6 +144,40 @@ def _check_schedule(seeds: Sequence[int], max_iter: Optional[int], eval_period: 
     return seeds
 
 
+def _check_folds(folds: Optional[str], seeds: Sequence[int], overrides: Sequence[str]) -> Dict[int, int]:
+    """``{seed: fold}`` for ``folds`` ({} without): seed i gets fold i mod K.
+
+    Raises:
+        ConfigError: no such fold family, a number of seeds that is not a multiple of its folds, or
+            DATASETS.TRAIN / TEST overrides (the folds set them)."""
+    if not folds:
+        return {}
+    from segdet.data.datasets.folds import fold_count
+
+    count = fold_count(folds)
+    if count == 0:
+        raise ConfigError(f"--folds {folds}: no folds registered under that name (expected {folds}_fold0_train, "
+                          f"{folds}_fold0_val, ...); declare them with DATASETS.DECLARE TYPE \"folds\" (e.g. the "
+                          "sample segdet_street_sem_seg_cv)")
+    if len(seeds) % count:
+        raise ConfigError(f"--seeds: --folds {folds} has {count} folds; give a multiple of {count} seeds (one per "
+                          f"fold, seed i on fold i mod {count}), got {len(seeds)}")
+    for key in overrides[::2]:
+        if key in ("DATASETS.TRAIN", "DATASETS.TEST"):
+            raise ConfigError(f"{key} is set by --folds for every run; drop the override {key}")
+    return {seed: i % count for i, seed in enumerate(seeds)}
+
+
+def _fold_data(folds: str, fold: Optional[int]) -> List[str]:
+    """The DATASETS overrides of a run on ``fold`` ([] without folds)."""
+    if fold is None:
+        return []
+    from segdet.data.datasets.folds import fold_names
+
+    names = fold_names(folds, fold)
+    return ["DATASETS.TRAIN", repr((names["train"],)), "DATASETS.TEST", repr((names["val"],))]
+
+
 def _tool_opts(max_iter: Optional[int], eval_period: Optional[int]):
     """The overrides kd_compare adds to a run: its seed, the schedule flags and its folder."""
     schedule = []
@@ -150,9 +193,11 @@ def _tool_opts(max_iter: Optional[int], eval_period: Optional[int]):
 
 def build_baseline_plan(config_file: str, baseline_config: str, arm_name: str, overrides: Sequence[str],
                         seeds: Sequence[int], output_dir: str, max_iter: Optional[int] = None,
-                        eval_period: Optional[int] = None, arms: Optional[Sequence[str]] = None) -> Plan:
+                        eval_period: Optional[int] = None, arms: Optional[Sequence[str]] = None,
+                        folds: Optional[str] = None) -> Plan:
     """Arms ``student`` (``baseline_config``) and ``arm_name`` (``config_file``), two plain configs
-    (not distillation configs) trained with the same overrides, schedule and seeds; no teacher.
+    (not distillation configs) trained with the same overrides, schedule and seeds (and folds);
+    no teacher.
 
     Raises:
         ConfigError: a missing or invalid config, a distillation config, a bad arm name, unknown
@@ -160,6 +205,7 @@ def build_baseline_plan(config_file: str, baseline_config: str, arm_name: str, o
     """
     overrides = _check_overrides(overrides)
     seeds = _check_schedule(seeds, max_iter, eval_period)
+    fold_of_seed = _check_folds(folds, seeds, overrides)
     if not arm_name or arm_name in ("student", "teacher") or "/" in arm_name:
         raise ConfigError(f"--arm-name: expected a name other than student / teacher, without '/', got {arm_name!r}")
     configs = {"student": baseline_config, arm_name: config_file}
@@ -179,19 +225,23 @@ def build_baseline_plan(config_file: str, baseline_config: str, arm_name: str, o
     for seed in seeds:
         for arm in chosen:
             run_dir = os.path.join(output_dir, arm, f"seed{seed}")
-            runs.append(Run(arm, seed, configs[arm], tuple(overrides + tool_opts(run_dir, seed)), run_dir))
+            data = _fold_data(folds, fold_of_seed.get(seed))
+            runs.append(Run(arm, seed, configs[arm], tuple(overrides + data + tool_opts(run_dir, seed)), run_dir,
+                            fold=fold_of_seed.get(seed)))
     return Plan(config_file=config_file, seeds=seeds, arms=chosen, losses={a: [] for a in chosen},
-                teacher_config="", teacher_weights="", teacher_source="none", teacher_run=None, runs=runs)
+                teacher_config="", teacher_weights="", teacher_source="none", teacher_run=None, runs=runs,
+                folds=folds or "", fold_of_seed=fold_of_seed)
 
 
 def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int], output_dir: str,
                max_iter: Optional[int] = None, eval_period: Optional[int] = None,
                arms: Optional[Sequence[str]] = None, teacher_weights: Optional[str] = None,
-               teacher_opts: Sequence[str] = ()) -> Plan:
+               teacher_opts: Sequence[str] = (), folds: Optional[str] = None) -> Plan:
     """Check the distillation config and every arm's config (without building a model) and list
     the runs, each in ``output_dir/<arm>/seed<seed>`` (the teacher in ``output_dir/teacher/...``).
     ``teacher_opts`` (KEY VALUE ...) apply to the teacher's run only, after everything else (e.g. a
-    longer schedule for the teacher than ``max_iter``).
+    longer schedule for the teacher than ``max_iter``). ``folds``: see the module docstring (the
+    teacher is then trained per fold, in ``output_dir/teacher/fold<k>_seed<seed>``).
 
     Raises:
         ConfigError: a missing or invalid config (the distillation config, an arm's, the teacher's),
@@ -210,6 +260,10 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
                               "its architecture goes in DISTILL.TEACHER.OPTS (the distilled arms rebuild the "
                               "teacher from it), its inputs and data are the comparison's")
     seeds = _check_schedule(seeds, max_iter, eval_period)
+    fold_of_seed = _check_folds(folds, seeds, overrides)
+    if folds and teacher_weights:
+        raise ConfigError(f"--teacher-weights: with --folds {folds} the teacher is trained on each fold's training "
+                          "images (given weights may have seen the held-out ones); drop one of the two")
 
     cfg = load_config(config_file, overrides)
     if cfg.MODEL.META_ARCHITECTURE != "DistillationModel":
@@ -239,41 +293,59 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
     # the teacher: its own config and recipe, on the comparison's data, schedule overrides and seed
     t_opts = ([_as_opt(o) for o in cfg.DISTILL.TEACHER.OPTS] + teacher_overrides(overrides)
               + ["DATASETS.TRAIN", repr(tuple(cfg.DATASETS.TRAIN)), "DATASETS.TEST", repr(tuple(cfg.DATASETS.TEST))])
-    teacher_run = None
-    if teacher_weights:
-        if not os.path.isfile(teacher_weights):
-            raise ConfigError(f"--teacher-weights: no file at {teacher_weights}")
-        weights, source = os.path.abspath(teacher_weights), "given"
-    elif cfg.DISTILL.TEACHER.WEIGHTS and os.path.isfile(cfg.DISTILL.TEACHER.WEIGHTS):
-        weights, source = os.path.abspath(cfg.DISTILL.TEACHER.WEIGHTS), "config"
+    if folds:  # one teacher per fold, trained with the fold's first seed
+        source, teacher_runs, weights_of_fold = "trained", [], {}
+        for fold in sorted(set(fold_of_seed.values())):
+            seed = next(s for s in seeds if fold_of_seed[s] == fold)
+            run_dir = os.path.join(output_dir, "teacher", f"fold{fold}_seed{seed}")
+            weights_of_fold[fold] = os.path.join(run_dir, "model_final.pth")
+            teacher_runs.append(Run("teacher", seed, teacher_config, tuple(
+                t_opts + _fold_data(folds, fold) + tool_opts(run_dir, seed) + teacher_opts), run_dir, fold=fold))
+        weights = os.path.join(output_dir, "teacher", "fold<k>_seed<seed>", "model_final.pth")
     else:
-        source = "trained"
-        run_dir = os.path.join(output_dir, "teacher", f"seed{seeds[0]}")
-        weights = os.path.join(run_dir, "model_final.pth")
-        if report_teacher or len(chosen) > ("student" in chosen):
-            teacher_run = Run("teacher", seeds[0], teacher_config,
-                              tuple(t_opts + tool_opts(run_dir, seeds[0]) + teacher_opts), run_dir)
-    if source != "trained" and report_teacher:
-        run_dir = os.path.join(output_dir, "teacher", "eval")
-        teacher_run = Run("teacher", None, teacher_config,
-                          tuple(t_opts + ["MODEL.WEIGHTS", weights] + tool_opts(run_dir, None) + teacher_opts), run_dir,
-                          eval_only=True)
-    if teacher_run is not None:  # a bad teacher override: one line, now
+        teacher_run, weights_of_fold = None, {}
+        if teacher_weights:
+            if not os.path.isfile(teacher_weights):
+                raise ConfigError(f"--teacher-weights: no file at {teacher_weights}")
+            weights, source = os.path.abspath(teacher_weights), "given"
+        elif cfg.DISTILL.TEACHER.WEIGHTS and os.path.isfile(cfg.DISTILL.TEACHER.WEIGHTS):
+            weights, source = os.path.abspath(cfg.DISTILL.TEACHER.WEIGHTS), "config"
+        else:
+            source = "trained"
+            run_dir = os.path.join(output_dir, "teacher", f"seed{seeds[0]}")
+            weights = os.path.join(run_dir, "model_final.pth")
+            if report_teacher or len(chosen) > ("student" in chosen):
+                teacher_run = Run("teacher", seeds[0], teacher_config,
+                                  tuple(t_opts + tool_opts(run_dir, seeds[0]) + teacher_opts), run_dir)
+        if source != "trained" and report_teacher:
+            run_dir = os.path.join(output_dir, "teacher", "eval")
+            teacher_run = Run("teacher", None, teacher_config,
+                              tuple(t_opts + ["MODEL.WEIGHTS", weights] + tool_opts(run_dir, None) + teacher_opts),
+                              run_dir, eval_only=True)
+        teacher_runs = [teacher_run] if teacher_run is not None else []
+    if not (report_teacher or len(chosen) > ("student" in chosen)):
+        teacher_runs = []
+    if teacher_runs:  # a bad teacher override: one line, now
         try:
-            load_config(teacher_config, list(teacher_run.opts))
+            load_config(teacher_config, list(teacher_runs[0].opts))
         except ConfigError as e:
             raise ConfigError(f"the teacher's config ({teacher_config} + DISTILL.TEACHER.OPTS + the overrides "
                               f"outside MODEL.*/DISTILL.*): {e}") from None
 
-    arm_opts = {"student": ["MODEL.META_ARCHITECTURE", cfg.DISTILL.STUDENT_META_ARCHITECTURE]}
-    for arm, losses in arm_losses.items():
-        arm_opts[arm] = ["DISTILL.LOSSES", repr(tuple(losses)), "DISTILL.LOSS_WEIGHTS",
-                         repr(tuple(arm_weights[arm])), "DISTILL.TEACHER.WEIGHTS", weights]
-    runs = [teacher_run] if teacher_run is not None else []
+    def arm_opts(arm: str, seed: int) -> List[str]:
+        fold = fold_of_seed.get(seed)
+        data = _fold_data(folds, fold)
+        if arm == "student":
+            return ["MODEL.META_ARCHITECTURE", cfg.DISTILL.STUDENT_META_ARCHITECTURE] + data
+        return data + ["DISTILL.LOSSES", repr(tuple(arm_losses[arm])), "DISTILL.LOSS_WEIGHTS",
+                       repr(tuple(arm_weights[arm])), "DISTILL.TEACHER.WEIGHTS", weights_of_fold.get(fold, weights)]
+
+    runs = list(teacher_runs)
     for seed in seeds:
         for arm in chosen:
             run_dir = os.path.join(output_dir, arm, f"seed{seed}")
-            runs.append(Run(arm, seed, config_file, tuple(overrides + arm_opts[arm] + tool_opts(run_dir, seed)), run_dir))
+            runs.append(Run(arm, seed, config_file, tuple(overrides + arm_opts(arm, seed) + tool_opts(run_dir, seed)),
+                            run_dir, fold=fold_of_seed.get(seed)))
     for run in runs[len(runs) - len(chosen):]:  # each arm's config loads (no model is built): errors
         try:  # come now, not after hours of training
             load_config(config_file, list(run.opts))
@@ -282,4 +354,5 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
     return Plan(config_file=config_file, seeds=seeds, arms=chosen,
                 losses={a: ([] if a == "student" else list(arm_losses[a])) for a in chosen},
                 teacher_config=teacher_config, teacher_weights=weights, teacher_source=source,
-                teacher_run=teacher_run, runs=runs, teacher_opts=teacher_opts)
+                teacher_run=teacher_runs[0] if teacher_runs else None, runs=runs, teacher_opts=teacher_opts,
+                teacher_runs=teacher_runs, folds=folds or "", fold_of_seed=fold_of_seed)

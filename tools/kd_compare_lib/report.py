@@ -124,28 +124,44 @@ def summarize(plan: Plan, overrides: Sequence[str] = (), max_iter: Optional[int]
                      "losses": plan.losses[arm], "run_dirs": [r.run_dir for r in runs]}
     teacher = {"value": None, "weights": plan.teacher_weights, "source": plan.teacher_source,
                "config_file": plan.teacher_config, "opts": list(plan.teacher_opts)}
-    if plan.teacher_run is not None:
-        teacher["value"] = metric_of(plan.teacher_run)
-        teacher["run_dir"] = plan.teacher_run.run_dir
-        if not plan.teacher_run.eval_only:
-            teacher["s_per_iter"] = seconds_per_iter(plan.teacher_run.run_dir)
+    teacher_runs = plan.teacher_runs or ([plan.teacher_run] if plan.teacher_run is not None else [])
+    if teacher_runs:
+        values = [metric_of(r) for r in teacher_runs]
+        teacher["value"] = mean_std(values)[0] if all(v is not None for v in values) else None
+        teacher["run_dir"] = teacher_runs[0].run_dir
+        if len(teacher_runs) > 1:  # one teacher per fold: the value is their mean
+            teacher["per_fold"], teacher["run_dirs"] = values, [r.run_dir for r in teacher_runs]
+        if not teacher_runs[0].eval_only:
+            times = [t for t in (seconds_per_iter(r.run_dir) for r in teacher_runs) if t is not None]
+            teacher["s_per_iter"] = statistics.median(times) if times else None
     metric_key = metric_key or "?/?"
     for arm in plan.arms:
         per_run = [read_curves(r.run_dir, metric_key) for r in plan.runs_of(arm)]
         curves[arm] = {k: _mean_curve([c[k] for c in per_run]) for k in ("metric", "total_loss")}
-    if plan.teacher_run is not None and not plan.teacher_run.eval_only:
-        curves["teacher"] = read_curves(plan.teacher_run.run_dir, metric_key)
+    if teacher_runs and not teacher_runs[0].eval_only:
+        per_run = [read_curves(r.run_dir, metric_key) for r in teacher_runs]
+        curves["teacher"] = {k: _mean_curve([c[k] for c in per_run]) for k in ("metric", "total_loss")}
     student_mean = arms.get("student", {}).get("mean")
     for arm, entry in arms.items():
         if arm != "student":
             entry["delta_vs_student"] = (entry["mean"] - student_mean
                                          if entry["mean"] is not None and student_mean is not None else None)
     finished = all(os.path.isfile(os.path.join(r.run_dir, "eval_results.json")) for r in plan.runs)
+    folds = {}
+    if plan.folds:
+        from segdet.data.datasets.folds import fold_names
+
+        folds = {"folds": {
+            "name": plan.folds, "num_folds": len(set(plan.fold_of_seed.values())),
+            "fold_of_seed": {str(s): k for s, k in plan.fold_of_seed.items()},
+            "held_out_sets": {str(s): fold_names(plan.folds, k)["val"] for s, k in plan.fold_of_seed.items()},
+            "note": "seed i trains on fold i mod K's training images and is scored on its held-out images; "
+                    "per_seed = per fold; std spans seeds and folds; the teacher: one per fold, value = their mean"}}
     return {
         "metric": metric_key.split("/")[-1], "metric_key": metric_key, "config_file": plan.config_file,
         "seeds": plan.seeds, "std": "sample (ddof=1)" if len(plan.seeds) > 1 else "0 (one seed)",
         "max_iter": max_iter, "overrides": list(overrides), "complete": finished,
-        "teacher": teacher, "arms": arms, "curves": curves,
+        "teacher": teacher, "arms": arms, "curves": curves, **folds,
     }
 
 

@@ -18,6 +18,10 @@ In yaml, one entry per dataset name, then use the names in ``DATASETS.TRAIN`` / 
           JSON: "data/cars/train.json"
           IMAGE_ROOT: "data/cars/images"
           CLASSES: ["car"]              # optional: checked against the json's categories
+        roads_cv:
+          TYPE: "folds"                 # cross-validation folds of registered sets
+          SOURCES: ["roads_train", "roads_val"]
+          NUM_FOLDS: 5                  # roads_cv_fold{0..4}_{train,val}
       TRAIN: ("roads_train",)
 
 Relative paths are relative to the working directory. Every key and path is checked when the
@@ -32,6 +36,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from segdet.utils.errors import ConfigError
 
 from .folders import IMAGE_EXTENSIONS, pair_images_with_labels
+from .folds import register_folds
 
 __all__ = ["register_sem_seg_folder", "register_coco_json", "register_declared_datasets"]
 
@@ -39,6 +44,7 @@ _KEYS = {
     "sem_seg_folder": ({"TYPE", "IMAGE_ROOT", "LABEL_ROOT", "CLASSES"},
                        {"IGNORE_LABEL", "REDUCE_ZERO_LABEL", "LABEL_EXT", "COLORS"}),
     "coco_json": ({"TYPE", "JSON", "IMAGE_ROOT"}, {"CLASSES"}),
+    "folds": ({"TYPE", "SOURCES", "NUM_FOLDS"}, set()),
 }
 
 
@@ -88,6 +94,18 @@ def _check_path(key: str, path, want_dir: bool) -> str:
     return path
 
 
+def _declare_folds(prefix: str, name: str, spec) -> List[str]:
+    sources, num_folds = spec["SOURCES"], spec["NUM_FOLDS"]
+    if not isinstance(sources, (list, tuple)) or not sources or not all(isinstance(s, str) for s in sources):
+        raise ConfigError(f"{prefix}.SOURCES: expected a non-empty list of registered dataset names, got {sources!r}")
+    if not isinstance(num_folds, int) or isinstance(num_folds, bool) or num_folds < 2:
+        raise ConfigError(f"{prefix}.NUM_FOLDS: expected an integer >= 2, got {num_folds!r}")
+    try:
+        return register_folds(name, sources, num_folds)
+    except ValueError as e:
+        raise ConfigError(f"{prefix}: {e}") from None
+
+
 def register_declared_datasets(cfg) -> List[str]:
     """Register every ``DATASETS.DECLARE`` entry (the same name twice with the same spec is
     fine; a name already registered otherwise is an error). Returns the names.
@@ -116,6 +134,9 @@ def register_declared_datasets(cfg) -> List[str]:
         if classes is not None and (not isinstance(classes, (list, tuple)) or not classes
                                     or not all(isinstance(c, str) for c in classes)):
             raise ConfigError(f"{prefix}.CLASSES: expected a non-empty list of class names, got {classes!r}")
+        if kind == "folds":
+            names += _declare_folds(prefix, name, spec)
+            continue
         if name in DatasetCatalog.list():
             if MetadataCatalog.get(name).get("declared_spec") == repr(sorted(spec.items())):
                 names.append(name)

@@ -5,6 +5,9 @@ Detection (COCO JSON, ``evaluator_type="coco"``):
 Semantic segmentation (image + uint8 label PNG, 255 = ignore, ``evaluator_type="sem_seg"``,
 ``reduce_zero_label=False``):
     ``segdet_street_sem_seg_{train,val}``  background / car / truck
+    ``segdet_street_sem_seg_cv_fold{0..4}_{train,val}``  the same 5 frames as 5 cross-validation
+        folds, each frame held out once (:mod:`.folds`): with one validation frame per split,
+        the folds make every frame a held-out result
 
 Names, paths and classes are in :mod:`.sample_layout`.
 
@@ -19,6 +22,7 @@ from typing import Dict, List
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from .folds import register_folds
 from .sample_layout import (
     DETECTION_COMPONENTS,
     IGNORE_LABEL,
@@ -29,7 +33,10 @@ from .sample_layout import (
     missing_data_message,
 )
 
-__all__ = ["load_sample_detection", "load_sample_sem_seg", "register_sample_datasets"]
+__all__ = ["load_sample_detection", "load_sample_sem_seg", "register_sample_datasets", "SAMPLE_FOLDS"]
+
+# cross-validation fold families of the sample sets: name -> (sources, number of folds)
+SAMPLE_FOLDS = {"segdet_street_sem_seg_cv": (("segdet_street_sem_seg_train", "segdet_street_sem_seg_val"), 5)}
 
 
 def _require(path: str, dataset_name: str) -> str:
@@ -109,6 +116,8 @@ def register_sample_datasets() -> None:
                 reduce_zero_label=False,
                 evaluator_type="sem_seg",
             )
+    for name, (sources, num_folds) in SAMPLE_FOLDS.items():
+        register_folds(name, sources, num_folds)
 
 
 register_sample_datasets()
