@@ -87,7 +87,7 @@ def add_distill_config(cfg: CN) -> None:
     cfg.DISTILL.DRKD.NORMALIZATION = "official"
     # Reference shape: the padded (H, W) input and the FPN channels. 800 x 1216 is a COCO 3:2
     # image (640 x 427, resized to 800 x 1199, padded to 32), and any 2-image batch pairing one
-    # with a 4:3 image (800 x 1067); the shape of the spec's cost figures (spec A.9).
+    # with a 4:3 image (800 x 1067).
     cfg.DISTILL.DRKD.REF_INPUT_SIZE = (800, 1216)
     cfg.DISTILL.DRKD.REF_CHANNELS = 256
     # Images per device at which the batch-size-invariant terms equal the official ones (both

@@ -70,11 +70,11 @@ def test_parameter_counts_match_the_official_ssa_models(variant, inference, offi
     model = build_model(load_config(cgrseg_ade20k_config(f"{variant}-SSA"), ["MODEL.DEVICE", "cpu"]))
     head = model.sem_seg_head
     assert isinstance(head, CGRSegSSAHead) and head.decoder.lgc is None and head.with_teacher
-    assert _count(model) == inference + 262_656  # spec B.7: 19.549 / 36.112 M with the teacher
+    assert _count(model) == inference + 262_656  # 19.549 / 36.112 M with the teacher (B / L)
     assert _count(model, teacher=True) == 262_656  # 2 * (512*128 + 128*256 + 256) + 256*256
     deploy = build_model(load_config(cgrseg_ade20k_config(f"{variant}-SSA"),
                                      ["MODEL.DEVICE", "cpu", "MODEL.SSA.WITH_TEACHER", "False"]))
-    assert _count(deploy) == inference  # spec B.7: 19.286 / 35.849 M
+    assert _count(deploy) == inference  # 19.286 / 35.849 M (B / L)
     assert abs(inference / 1e6 - official) / official < 1e-3  # the README's 19.3 / 35.8 (paper 19.29 / 35.85)
     assert not any(is_ssa_teacher_key(k) for k in deploy.state_dict())
     # the plain CGRSeg model minus DPG plus the SSA inference modules (303,616 for C=256, K=150)
@@ -368,7 +368,7 @@ def test_num_masks_is_all_reduced_over_processes(tmp_path):
 
 
 # ------------------------------------------------------------------------------ converter
-SSA_OFFICIAL_SHAPES = {  # spec B.1 / B.3 with C=256, K=150 (decode_head.*)
+SSA_OFFICIAL_SHAPES = {  # the official head's shapes with C=256, K=150 (decode_head.*)
     "get_feat_pos.weight": (256, 1, 3, 3), "get_feat_pos.bias": (256,), "center_pos.weight": (150, 256),
     **{f"{m}.{p}": s for m in ("center_content_proj", "center_pos_proj", "gt_center_content_proj",
                                "gt_center_pos_proj")

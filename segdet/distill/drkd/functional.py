@@ -1,4 +1,4 @@
-"""Pure functions of DRKD (spec drkd_dsd.md §A.3, §A.4, §A.7): distances with batch-size-invariant
+"""Pure functions of DRKD: distances with batch-size-invariant
 normalisation, the scale-aware size factors, per-image RoIAlign, instance relation matrices and
 relation filters."""
 import hashlib
@@ -25,7 +25,7 @@ __all__ = [
     "filter_seed",
 ]
 
-# "official": the un-squared norms of the DRKD code (batch-size invariant, spec §A.7-8);
+# "official": the un-squared norms of the DRKD code (batch-size invariant);
 # "scale_aware": each norm divided by sqrt(its element count / the count at the reference shape).
 NORMALIZATIONS = ("official", "scale_aware")
 # k of the official k×k RoIs: the instance terms' reference element count is M_b·C_ref·3·3.

@@ -1,4 +1,4 @@
-"""GloRe (Global Reasoning) unit: the pixel-wise relation module of DRKD (spec drkd_dsd.md §A.3).
+"""GloRe (Global Reasoning) unit: the pixel-wise relation module of DRKD.
 
 Pixels are projected onto ``num_mid`` graph nodes, one graph convolution reasons over the nodes,
 and the result is projected back onto the pixels and added to the input. Nothing of size HW×HW is

@@ -1,4 +1,4 @@
-"""DRKD: Dual Relation Knowledge Distillation for detectors (spec drkd_dsd.md Part A).
+"""DRKD: Dual Relation Knowledge Distillation for detectors.
 
 Three terms on the FPN outputs of student and teacher:
   * pixel-wise relation: a GloRe unit per level on each side, a 1×1 adapter on the student side,
@@ -10,7 +10,7 @@ Three terms on the FPN outputs of student and teacher:
     and the teacher RoI features.
 
 Normalisation (``normalization``):
-  * ``"official"``: the DRKD code's un-squared L2 norms, made batch-size invariant (spec §A.7-8):
+  * ``"official"``: the DRKD code's un-squared L2 norms, made batch-size invariant:
     equal to the official value at ``ref_images_per_device`` images per device. They grow as the
     square root of the element count, so the official weights mean what they mean only at COCO
     scale.
@@ -391,4 +391,4 @@ class DRKD(DistillLoss):
         return boxes
 
 
-DRKDLoss = DRKD  # the name used by the spec
+DRKDLoss = DRKD  # an alias: the class under its descriptive name

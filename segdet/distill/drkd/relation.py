@@ -1,4 +1,4 @@
-"""Instance relation module of DRKD (spec drkd_dsd.md §A.4, §A.7-2): self-attention over the
+"""Instance relation module of DRKD: self-attention over the
 instances of one image, with a selectable relation filter."""
 from typing import Optional, Sequence, Tuple, Union
 

@@ -1,4 +1,4 @@
-"""DSD (Double Similarity Distillation) as pure functions (spec drkd_dsd.md Part B).
+"""DSD (Double Similarity Distillation) as pure functions.
 
 * PSD (pixel-wise similarity): AT attention maps (p = 2) of several layers, resized to one size,
   L2-normalised per sample; residuals between layer pairs, each renormalised; the mean squared

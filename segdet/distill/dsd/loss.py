@@ -1,4 +1,4 @@
-"""DSD losses for segmentors, registered as ``"PSD"`` and ``"CSD"`` (spec drkd_dsd.md Part B).
+"""DSD losses for segmentors, registered as ``"PSD"`` and ``"CSD"``.
 
 Neither owns parameters; both read the outputs of named modules recorded by the distillation
 model. Use them together (``DISTILL.LOSSES: ("PSD", "CSD")``) for the full DSD objective.
