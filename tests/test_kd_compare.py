@@ -407,3 +407,21 @@ def test_folds_run_labels_name_the_fold(tmp_path):
     p = _plan(tmp_path, seeds=[1, 2, 3, 4, 5], folds=CV, arms=["student", "psd"])
     assert p.teacher_runs[2].label == "teacher seed 3 (fold 2)" and p.runs_of("psd")[4].label == "psd seed 5 (fold 4)"
     assert _plan(tmp_path).runs_of("student")[0].label == "student seed 1"
+
+
+def test_folds_declared_in_the_config_itself(tmp_path):
+    from PIL import Image
+
+    for folder in ("images", "labels"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    for i in range(4):
+        Image.new("RGB", (32, 32)).save(tmp_path / "data" / "images" / f"f{i}.jpg")
+        Image.new("L", (32, 32)).save(tmp_path / "data" / "labels" / f"f{i}.png")
+    cfg = tmp_path / "cv.yaml"
+    cfg.write_text(f'_BASE_: "{os.path.join(ROOT, DSD)}"\nDATASETS:\n  DECLARE:\n'
+                   f'    t_cv_src:\n      TYPE: "sem_seg_folder"\n      IMAGE_ROOT: "{tmp_path}/data/images"\n'
+                   f'      LABEL_ROOT: "{tmp_path}/data/labels"\n      CLASSES: ["a", "b", "c"]\n'
+                   '    t_cv:\n      TYPE: "folds"\n      SOURCES: ["t_cv_src"]\n      NUM_FOLDS: 2\n')
+    p = plan_lib.build_plan(str(cfg), NO_WEIGHTS, [7, 8], str(tmp_path / "cmp"), folds="t_cv", arms=["student", "psd"])
+    assert p.fold_of_seed == {7: 0, 8: 1} and len(p.teacher_runs) == 2
+    assert _opt(p.runs_of("psd")[1], "DATASETS.TEST") == "('t_cv_fold1_val',)"

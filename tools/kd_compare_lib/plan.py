@@ -205,7 +205,6 @@ def build_baseline_plan(config_file: str, baseline_config: str, arm_name: str, o
     """
     overrides = _check_overrides(overrides)
     seeds = _check_schedule(seeds, max_iter, eval_period)
-    fold_of_seed = _check_folds(folds, seeds, overrides)
     if not arm_name or arm_name in ("student", "teacher") or "/" in arm_name:
         raise ConfigError(f"--arm-name: expected a name other than student / teacher, without '/', got {arm_name!r}")
     configs = {"student": baseline_config, arm_name: config_file}
@@ -214,6 +213,7 @@ def build_baseline_plan(config_file: str, baseline_config: str, arm_name: str, o
         if cfg.MODEL.META_ARCHITECTURE == "DistillationModel":
             raise ConfigError(f"{path}: a distillation config; with --baseline-config both configs are plain "
                               "models (compare a distillation config without --baseline-config)")
+    fold_of_seed = _check_folds(folds, seeds, overrides)  # after the configs registered their declared sets
     requested = list(arms) if arms else list(configs)
     unknown = [a for a in requested if a not in configs]
     if unknown:
@@ -260,12 +260,12 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
                               "its architecture goes in DISTILL.TEACHER.OPTS (the distilled arms rebuild the "
                               "teacher from it), its inputs and data are the comparison's")
     seeds = _check_schedule(seeds, max_iter, eval_period)
-    fold_of_seed = _check_folds(folds, seeds, overrides)
     if folds and teacher_weights:
         raise ConfigError(f"--teacher-weights: with --folds {folds} the teacher is trained on each fold's training "
                           "images (given weights may have seen the held-out ones); drop one of the two")
 
-    cfg = load_config(config_file, overrides)
+    cfg = load_config(config_file, overrides)  # registers its DATASETS.DECLARE sets (folds included)
+    fold_of_seed = _check_folds(folds, seeds, overrides)
     if cfg.MODEL.META_ARCHITECTURE != "DistillationModel":
         raise ConfigError(
             f"{config_file}: MODEL.META_ARCHITECTURE is {cfg.MODEL.META_ARCHITECTURE!r}; kd_compare needs a "
