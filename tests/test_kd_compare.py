@@ -291,8 +291,9 @@ def test_register_specs(tmp_path, monkeypatch):
                            ("nope_module_xyz:f", "no module named 'nope_module_xyz'")]:
         with pytest.raises(ConfigError, match=fragment):
             child.apply_register(spec)
-    assert child.split_argv(["--register", "a", "--register", "b.py:f", "--", "--config-file", "x"]) == (
-        ["a", "b.py:f"], ["--config-file", "x"])
+    assert child.split_argv(["--register", "a", "--declare", "c.yaml", "--register", "b.py:f", "--",
+                             "--config-file", "x"]) == (
+        [("register", "a"), ("declare", "c.yaml"), ("register", "b.py:f")], ["--config-file", "x"])
 
 
 SSA = "projects/SSA/configs/Samples/cgrseg_t_ssa_street.yaml"
@@ -424,4 +425,7 @@ def test_folds_declared_in_the_config_itself(tmp_path):
                    '    t_cv:\n      TYPE: "folds"\n      SOURCES: ["t_cv_src"]\n      NUM_FOLDS: 2\n')
     p = plan_lib.build_plan(str(cfg), NO_WEIGHTS, [7, 8], str(tmp_path / "cmp"), folds="t_cv", arms=["student", "psd"])
     assert p.fold_of_seed == {7: 0, 8: 1} and len(p.teacher_runs) == 2
+    # the teacher trains from its own config: its process registers this config's declared sets
+    assert all(r.declared_in == str(cfg) for r in p.teacher_runs)
+    assert _plan(tmp_path).teacher_run.declared_in == ""  # the sample config declares nothing
     assert _opt(p.runs_of("psd")[1], "DATASETS.TEST") == "('t_cv_fold1_val',)"

@@ -1,6 +1,7 @@
 """tools/kd_compare.py end to end (slow): a tiny DSD (PSD + CSD) comparison on the synthetic
 segmentation data, 2 seeds, 3 iterations per run (the first with a time per iteration), the teacher
-trained by the tool; then a rerun that skips every finished run."""
+trained by the tool; then a rerun that skips every finished run. And the same data as 2
+cross-validation folds declared in the config (--folds): a teacher per fold, each seed on its fold."""
 import json
 import os
 import subprocess
@@ -115,3 +116,36 @@ def test_comparison_end_to_end_and_rerun_skips(tmp_path):
     assert again.count("finished before, skipped") == 9 and ": training" not in again
     assert (out / "csd" / "seed1" / "eval_results.json").stat().st_mtime_ns == finished
     assert json.loads((out / "kd_compare.json").read_text())["arms"] == result["arms"]
+
+
+FOLDS = """DATASETS:
+  DECLARE:
+    synthetic_cv:
+      TYPE: "folds"
+      SOURCES: ["synthetic_sem_seg_train", "synthetic_sem_seg_val"]
+      NUM_FOLDS: 2
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_cross_validated_comparison_end_to_end(tmp_path):
+    config, register = write_tiny_comparison(str(tmp_path))
+    with open(config, "w") as f:  # the synthetic train + val images as 2 folds, declared in the config
+        f.write(TINY_DSD.replace("DATASETS:\n", FOLDS, 1))
+    out = tmp_path / "cmp"
+    stdout = _kd_compare("--config-file", config, "--register", f"{register}:register", "--seeds", "1", "2",
+                         "--arms", "student", "psd", "teacher", "--folds", "synthetic_cv", "--max-iter", "2",
+                         "--output-dir", str(out))
+    print(stdout)
+    assert "run 1/6 teacher seed 1 (fold 0): training" in stdout and "run 6/6 psd seed 2 (fold 1): done" in stdout
+    result = json.loads((out / "kd_compare.json").read_text())
+    assert result["complete"] and result["folds"]["fold_of_seed"] == {"1": 0, "2": 1}
+    assert len(result["teacher"]["per_fold"]) == 2 and result["teacher"]["value"] == pytest.approx(
+        sum(result["teacher"]["per_fold"]) / 2)
+    record = json.loads((out / "psd" / "seed2" / "kd_compare_run.json").read_text())
+    args = record["train_net_args"]
+    assert "('synthetic_cv_fold1_val',)" in args
+    assert str(out / "teacher" / "fold1_seed2" / "model_final.pth") in args  # fold 1's own teacher
+    for arm in ("student", "psd"):
+        assert all(isinstance(v, float) for v in result["arms"][arm]["per_seed"]), arm

@@ -68,8 +68,20 @@ def test_bad_folds_are_refused():
         DatasetCatalog.get("t_bad_4_fold0_val")
     _register("t_folds_dup", ["c0"])
     register_folds("t_bad_5", ["t_folds_c", "t_folds_dup"], 2)
-    with pytest.raises(ValueError, match="share image ids"):
+    with pytest.raises(ValueError, match="c0.jpg is in the sources .* more than once"):
         DatasetCatalog.get("t_bad_5_fold1_train")
+
+
+def test_ids_unique_per_split_only_are_numbered_anew():
+    for split in ("train", "val"):  # the same ids 0, 1 in both splits, other files
+        name = f"t_folds_ids_{split}"
+        if name not in DatasetCatalog.list():
+            DatasetCatalog.register(name, lambda s=split: [{"file_name": f"{s}{i}.jpg", "image_id": i} for i in range(2)])
+            MetadataCatalog.get(name).set(evaluator_type="sem_seg", stuff_classes=["a"], ignore_label=255)
+    register_folds("t_folds_ids_cv", ["t_folds_ids_train", "t_folds_ids_val"], 2)
+    val = DatasetCatalog.get("t_folds_ids_cv_fold1_val")
+    assert [(d["file_name"], d["image_id"]) for d in val] == [("val0.jpg", 2), ("val1.jpg", 3)]
+    assert [d["image_id"] for d in DatasetCatalog.get("t_folds_ids_cv_fold1_train")] == [0, 1]
 
 
 def _declare(entries):

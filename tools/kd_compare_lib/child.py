@@ -1,8 +1,12 @@
 #!/usr/bin/env python
-"""One kd_compare run: apply the --register specs (in every training process), then
-tools/train_net.py with the arguments after ``--``.
+"""One kd_compare run: apply the --register specs and register the --declare configs'
+``DATASETS.DECLARE`` sets (in every training process), then tools/train_net.py with the
+arguments after ``--``.
 
   python tools/kd_compare_lib/child.py --register my_datasets -- --config-file CFG OUTPUT_DIR out/x
+
+``--declare CONFIG`` serves the teacher's run: it trains from its own config on the datasets the
+distillation config declares.
 
 A register spec is ``MODULE`` or ``path/to/file.py`` (imported: datasets registered at import,
 the usual detectron2 idiom), optionally ``:FUNCTION`` (then called with no arguments).
@@ -11,11 +15,11 @@ import importlib
 import importlib.util
 import os
 import sys
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-__all__ = ["apply_register", "split_argv", "main"]
+__all__ = ["apply_register", "apply_specs", "split_argv", "main"]
 
 
 def apply_register(spec: str) -> None:
@@ -56,14 +60,15 @@ def apply_register(spec: str) -> None:
 
 
 def split_argv(argv: Sequence[str]):
-    """(register specs, train_net arguments) of ``[--register SPEC]... -- TRAIN_NET_ARGS``."""
+    """(specs, train_net arguments) of ``[--register SPEC | --declare CONFIG]... -- TRAIN_NET_ARGS``;
+    a spec is ``("register", SPEC)`` or ``("declare", CONFIG)``, in the order given."""
     argv = list(argv)
-    specs: List[str] = []
+    specs: List[Tuple[str, str]] = []
     while argv and argv[0] != "--":
         flag = argv.pop(0)
-        if flag != "--register" or not argv:
-            raise SystemExit(f"usage: child.py [--register SPEC]... -- TRAIN_NET_ARGS (got {flag!r})")
-        specs.append(argv.pop(0))
+        if flag not in ("--register", "--declare") or not argv:
+            raise SystemExit(f"usage: child.py [--register SPEC | --declare CONFIG]... -- TRAIN_NET_ARGS (got {flag!r})")
+        specs.append((flag[2:], argv.pop(0)))
     return specs, argv[1:]
 
 
@@ -76,10 +81,20 @@ def _train_net():
     return module
 
 
-def registered_main(args, specs: Sequence[str]):
+def apply_specs(specs: Sequence[Tuple[str, str]]) -> None:
+    """Apply ``split_argv``'s specs: a register spec, or the DATASETS.DECLARE sets of a config."""
+    from segdet.utils.config_io import load_config
+
+    for kind, value in specs:
+        if kind == "register":
+            apply_register(value)
+        else:
+            load_config(value)  # loading a config registers its DATASETS.DECLARE sets
+
+
+def registered_main(args, specs: Sequence[Tuple[str, str]]):
     """train_net's main after the registrations (the function each training process runs)."""
-    for spec in specs:
-        apply_register(spec)
+    apply_specs(specs)
     return _train_net().main(args)
 
 

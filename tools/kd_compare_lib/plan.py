@@ -42,6 +42,7 @@ class Run:
     run_dir: str
     eval_only: bool = False
     fold: Optional[int] = None  # the cross-validation fold it trains and is scored on
+    declared_in: str = ""  # a config whose DATASETS.DECLARE sets the run needs (the teacher's run)
 
     @property
     def label(self) -> str:
@@ -293,6 +294,8 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
     # the teacher: its own config and recipe, on the comparison's data, schedule overrides and seed
     t_opts = ([_as_opt(o) for o in cfg.DISTILL.TEACHER.OPTS] + teacher_overrides(overrides)
               + ["DATASETS.TRAIN", repr(tuple(cfg.DATASETS.TRAIN)), "DATASETS.TEST", repr(tuple(cfg.DATASETS.TEST))])
+    # the teacher trains from its own config on the data of this one: the sets this one declares
+    declared_in = config_file if len(cfg.DATASETS.get("DECLARE", {}) or {}) else ""
     if folds:  # one teacher per fold, trained with the fold's first seed
         source, teacher_runs, weights_of_fold = "trained", [], {}
         for fold in sorted(set(fold_of_seed.values())):
@@ -300,7 +303,8 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
             run_dir = os.path.join(output_dir, "teacher", f"fold{fold}_seed{seed}")
             weights_of_fold[fold] = os.path.join(run_dir, "model_final.pth")
             teacher_runs.append(Run("teacher", seed, teacher_config, tuple(
-                t_opts + _fold_data(folds, fold) + tool_opts(run_dir, seed) + teacher_opts), run_dir, fold=fold))
+                t_opts + _fold_data(folds, fold) + tool_opts(run_dir, seed) + teacher_opts), run_dir, fold=fold,
+                declared_in=declared_in))
         weights = os.path.join(output_dir, "teacher", "fold<k>_seed<seed>", "model_final.pth")
     else:
         teacher_run, weights_of_fold = None, {}
@@ -316,12 +320,13 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
             weights = os.path.join(run_dir, "model_final.pth")
             if report_teacher or len(chosen) > ("student" in chosen):
                 teacher_run = Run("teacher", seeds[0], teacher_config,
-                                  tuple(t_opts + tool_opts(run_dir, seeds[0]) + teacher_opts), run_dir)
+                                  tuple(t_opts + tool_opts(run_dir, seeds[0]) + teacher_opts), run_dir,
+                                  declared_in=declared_in)
         if source != "trained" and report_teacher:
             run_dir = os.path.join(output_dir, "teacher", "eval")
             teacher_run = Run("teacher", None, teacher_config,
                               tuple(t_opts + ["MODEL.WEIGHTS", weights] + tool_opts(run_dir, None) + teacher_opts),
-                              run_dir, eval_only=True)
+                              run_dir, eval_only=True, declared_in=declared_in)
         teacher_runs = [teacher_run] if teacher_run is not None else []
     if not (report_teacher or len(chosen) > ("student" in chosen)):
         teacher_runs = []

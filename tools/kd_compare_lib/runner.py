@@ -113,6 +113,8 @@ def execute(run: Run, command: Sequence[str], register: Sequence[str] = (), verb
     argv = [sys.executable, CHILD]
     for spec in register:
         argv += ["--register", spec]
+    if run.declared_in:
+        argv += ["--declare", os.path.abspath(run.declared_in)]
     argv += ["--", *command]
     log_path = os.path.join(run.run_dir, "kd_compare_train.log")
     start = last_progress = time.time()

@@ -10,7 +10,9 @@ order), cut into ``num_folds`` contiguous blocks whose sizes differ by at most o
 blocks keep neighbouring frames of a video or tiles of one scene in the same fold, so a held-out
 block is not a near copy of a training image. Each fold's sets carry the first source's metadata
 (classes, ignore label, evaluator type, label map) but its ``json_file``: a COCO evaluator
-scores a fold against the fold's own records. Registering reads no file.
+scores a fold against the fold's own records. When the sources' image ids are unique only within
+each source (0, 1, ... in every split), the images are numbered anew 0..N-1 in the order above.
+Registering reads no file.
 """
 from typing import Dict, List, Sequence
 
@@ -55,10 +57,15 @@ def _records(name: str, sources: Sequence[str], num_folds: int) -> List[Dict]:
     if len(records) < num_folds:
         raise ValueError(f"dataset {name!r}: {len(records)} images in {list(sources)} for {num_folds} folds; "
                          "each fold needs at least one image")
-    ids = [r.get("image_id", r.get("file_name")) for r in records]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"dataset {name!r}: the sources {list(sources)} share image ids; folds need each "
-                         "image once")
+    files = [r["file_name"] for r in records]
+    if len(set(files)) != len(files):
+        twice = next(f for f in files if files.count(f) > 1)
+        raise ValueError(f"dataset {name!r}: {twice} is in the sources {list(sources)} more than once; folds need "
+                         "each image once")
+    ids = [r.get("image_id") for r in records]
+    if len(set(map(repr, ids))) != len(ids):  # ids that are unique per split only: number them anew
+        for index, record in enumerate(records):
+            record["image_id"] = index
     return records
 
 
