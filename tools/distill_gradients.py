@@ -19,7 +19,8 @@ together, the gradient on two parameter groups of the student: ``backbone`` (the
 norm to the task norm, and the cosine of a term's gradient with the task gradient (0: it pulls
 across the task's direction; < 0: against it). Values are means over --batches (also per batch in
 the JSON). The distillation modules' own parameters (adapters, relation modules) are not the
-student's and are left out. ``--student-weights`` loads a student checkpoint (``model`` of a
+student's and are left out. RetinaNet's loss normaliser is each batch's own foreground count
+(what its moving average tracks in training). ``--student-weights`` loads a student checkpoint (``model`` of a
 training checkpoint: the student's keys, with or without a ``student.`` prefix).
 """
 import argparse
@@ -155,6 +156,11 @@ def measure(args):
     if args.student_weights:
         load_student(model, args.student_weights)
     model.train()
+    if hasattr(model.student, "_ema_update"):
+        # detectron2's dense detectors divide their losses by a moving average of the foreground
+        # count that starts at 100; a fresh model would measure with that start value. Here: each
+        # batch's own count, what the average tracks in training.
+        model.student._ema_update = lambda name, value, initial_value, momentum=0.9: value
     groups = parameter_groups(model)
     loader = Trainer.build_train_loader(cfg)
     per_batch = []
