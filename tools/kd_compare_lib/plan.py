@@ -65,12 +65,16 @@ class Plan:
     teacher_config: str
     teacher_weights: str
     teacher_source: str  # "given" (--teacher-weights), "config" (DISTILL.TEACHER.WEIGHTS), "trained", "none"
-    teacher_run: Optional[Run]
     runs: List[Run] = field(default_factory=list)  # the teacher's first, then seed by seed
     teacher_opts: List[str] = field(default_factory=list)  # --teacher-opts
-    teacher_runs: List[Run] = field(default_factory=list)  # one per fold with folds, else [teacher_run]
+    teacher_runs: List[Run] = field(default_factory=list)  # one per fold with folds, else none or one
     folds: str = ""  # the fold family ("" = the config's own DATASETS)
     fold_of_seed: Dict[int, int] = field(default_factory=dict)
+
+    @property
+    def teacher_run(self) -> Optional[Run]:
+        """The (first) teacher run, None when no run needs the teacher."""
+        return self.teacher_runs[0] if self.teacher_runs else None
 
     def runs_of(self, arm: str) -> List[Run]:
         return [r for r in self.runs if r.arm == arm]
@@ -230,7 +234,7 @@ def build_baseline_plan(config_file: str, baseline_config: str, arm_name: str, o
             runs.append(Run(arm, seed, configs[arm], tuple(overrides + data + tool_opts(run_dir, seed)), run_dir,
                             fold=fold_of_seed.get(seed)))
     return Plan(config_file=config_file, seeds=seeds, arms=chosen, losses={a: [] for a in chosen},
-                teacher_config="", teacher_weights="", teacher_source="none", teacher_run=None, runs=runs,
+                teacher_config="", teacher_weights="", teacher_source="none", runs=runs,
                 folds=folds or "", fold_of_seed=fold_of_seed)
 
 
@@ -296,8 +300,10 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
               + ["DATASETS.TRAIN", repr(tuple(cfg.DATASETS.TRAIN)), "DATASETS.TEST", repr(tuple(cfg.DATASETS.TEST))])
     # the teacher trains from its own config on the data of this one: the sets this one declares
     declared_in = config_file if len(cfg.DATASETS.get("DECLARE", {}) or {}) else ""
+    needs_teacher = report_teacher or len(chosen) > ("student" in chosen)  # reported, or a distilled arm
+    teacher_runs: List[Run] = []
     if folds:  # one teacher per fold, trained with the fold's first seed
-        source, teacher_runs, weights_of_fold = "trained", [], {}
+        source, weights_of_fold = "trained", {}
         for fold in sorted(set(fold_of_seed.values())):
             seed = next(s for s in seeds if fold_of_seed[s] == fold)
             run_dir = os.path.join(output_dir, "teacher", f"fold{fold}_seed{seed}")
@@ -307,7 +313,7 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
                 declared_in=declared_in))
         weights = os.path.join(output_dir, "teacher", "fold<k>_seed<seed>", "model_final.pth")
     else:
-        teacher_run, weights_of_fold = None, {}
+        weights_of_fold = {}
         if teacher_weights:
             if not os.path.isfile(teacher_weights):
                 raise ConfigError(f"--teacher-weights: no file at {teacher_weights}")
@@ -318,17 +324,15 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
             source = "trained"
             run_dir = os.path.join(output_dir, "teacher", f"seed{seeds[0]}")
             weights = os.path.join(run_dir, "model_final.pth")
-            if report_teacher or len(chosen) > ("student" in chosen):
-                teacher_run = Run("teacher", seeds[0], teacher_config,
-                                  tuple(t_opts + tool_opts(run_dir, seeds[0]) + teacher_opts), run_dir,
-                                  declared_in=declared_in)
+            teacher_runs.append(Run("teacher", seeds[0], teacher_config,
+                                    tuple(t_opts + tool_opts(run_dir, seeds[0]) + teacher_opts), run_dir,
+                                    declared_in=declared_in))
         if source != "trained" and report_teacher:
             run_dir = os.path.join(output_dir, "teacher", "eval")
-            teacher_run = Run("teacher", None, teacher_config,
-                              tuple(t_opts + ["MODEL.WEIGHTS", weights] + tool_opts(run_dir, None) + teacher_opts),
-                              run_dir, eval_only=True, declared_in=declared_in)
-        teacher_runs = [teacher_run] if teacher_run is not None else []
-    if not (report_teacher or len(chosen) > ("student" in chosen)):
+            teacher_runs.append(Run("teacher", None, teacher_config,
+                                    tuple(t_opts + ["MODEL.WEIGHTS", weights] + tool_opts(run_dir, None) + teacher_opts),
+                                    run_dir, eval_only=True, declared_in=declared_in))
+    if not needs_teacher:
         teacher_runs = []
     if teacher_runs:  # a bad teacher override: one line, now
         try:
@@ -359,5 +363,5 @@ def build_plan(config_file: str, overrides: Sequence[str], seeds: Sequence[int],
     return Plan(config_file=config_file, seeds=seeds, arms=chosen,
                 losses={a: ([] if a == "student" else list(arm_losses[a])) for a in chosen},
                 teacher_config=teacher_config, teacher_weights=weights, teacher_source=source,
-                teacher_run=teacher_runs[0] if teacher_runs else None, runs=runs, teacher_opts=teacher_opts,
+                runs=runs, teacher_opts=teacher_opts,
                 teacher_runs=teacher_runs, folds=folds or "", fold_of_seed=fold_of_seed)

@@ -102,6 +102,12 @@ def _mean_curve(curves: Sequence[List[Tuple[int, float]]]) -> List[Tuple[int, fl
     return [(it, statistics.fmean(vs)) for it, vs in sorted(by_iter.items())]
 
 
+def _mean_curves(runs: Sequence[Run], metric_key: str) -> Dict[str, List[Tuple[int, float]]]:
+    """:func:`read_curves` of each run, averaged over the runs iteration by iteration."""
+    per_run = [read_curves(r.run_dir, metric_key) for r in runs]
+    return {k: _mean_curve([c[k] for c in per_run]) for k in ("metric", "total_loss")}
+
+
 def summarize(plan: Plan, overrides: Sequence[str] = (), max_iter: Optional[int] = None) -> Dict:
     """kd_compare.json's content from the plan's finished runs (unfinished ones count as None)."""
     metric_key, arms, curves = None, {}, {}
@@ -124,7 +130,7 @@ def summarize(plan: Plan, overrides: Sequence[str] = (), max_iter: Optional[int]
                      "losses": plan.losses[arm], "run_dirs": [r.run_dir for r in runs]}
     teacher = {"value": None, "weights": plan.teacher_weights, "source": plan.teacher_source,
                "config_file": plan.teacher_config, "opts": list(plan.teacher_opts)}
-    teacher_runs = plan.teacher_runs or ([plan.teacher_run] if plan.teacher_run is not None else [])
+    teacher_runs = plan.teacher_runs
     if teacher_runs:
         values = [metric_of(r) for r in teacher_runs]
         teacher["value"] = mean_std(values)[0] if all(v is not None for v in values) else None
@@ -136,11 +142,9 @@ def summarize(plan: Plan, overrides: Sequence[str] = (), max_iter: Optional[int]
             teacher["s_per_iter"] = statistics.median(times) if times else None
     metric_key = metric_key or "?/?"
     for arm in plan.arms:
-        per_run = [read_curves(r.run_dir, metric_key) for r in plan.runs_of(arm)]
-        curves[arm] = {k: _mean_curve([c[k] for c in per_run]) for k in ("metric", "total_loss")}
+        curves[arm] = _mean_curves(plan.runs_of(arm), metric_key)
     if teacher_runs and not teacher_runs[0].eval_only:
-        per_run = [read_curves(r.run_dir, metric_key) for r in teacher_runs]
-        curves["teacher"] = {k: _mean_curve([c[k] for c in per_run]) for k in ("metric", "total_loss")}
+        curves["teacher"] = _mean_curves(teacher_runs, metric_key)
     student_mean = arms.get("student", {}).get("mean")
     for arm, entry in arms.items():
         if arm != "student":
