@@ -72,6 +72,19 @@ def test_student_weights_are_loaded_and_checked(tiny, tmp_path):
     base = _run(tiny)
     assert trained["student_weights"] == str(path)
     assert trained["mean"]["student"]["task"]["norm"] != pytest.approx(base["mean"]["student"]["task"]["norm"])
+    # a distillation run's checkpoint (student.* + the distillation modules) loads whole: the same
+    # student weights measure the same
+    from segdet.utils.config_io import load_config as _load
+
+    cfg = _load(tiny[0], ["DISTILL.TEACHER.WEIGHTS", tiny[1]])
+    distill = build_model(cfg)
+    distill.student.load_state_dict(student.state_dict())
+    whole = tmp_path / "distill.pth"
+    torch.save({"model": distill.state_dict()}, whole)
+    assert any(k.startswith("student.") for k in distill.state_dict())
+    from_whole = _run(tiny, "--student-weights", str(whole))
+    assert from_whole["mean"]["student"]["task"]["norm"] == pytest.approx(
+        trained["mean"]["student"]["task"]["norm"], rel=1e-5)
     bad = tmp_path / "bad.pth"
     torch.save({"model": {"nope": torch.zeros(1)}}, bad)
     with pytest.raises(SystemExit):

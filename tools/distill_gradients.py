@@ -19,9 +19,10 @@ together, the gradient on two parameter groups of the student: ``backbone`` (the
 norm to the task norm, and the cosine of a term's gradient with the task gradient (0: it pulls
 across the task's direction; < 0: against it). Values are means over --batches (also per batch in
 the JSON). The distillation modules' own parameters (adapters, relation modules) are not the
-student's and are left out. RetinaNet's loss normaliser is each batch's own foreground count
-(what its moving average tracks in training). ``--student-weights`` loads a student checkpoint (``model`` of a
-training checkpoint: the student's keys, with or without a ``student.`` prefix).
+student's and are left out of the groups. RetinaNet's loss normaliser is each batch's own
+foreground count (what its moving average tracks in training). ``--student-weights`` takes a
+distillation run's checkpoint (e.g. its ``model_final.pth``: the student and the trained
+distillation modules) or the student's own weights, loaded strictly.
 """
 import argparse
 import itertools
@@ -62,17 +63,23 @@ def parse_args(argv=None):
 
 
 def load_student(model, path: str) -> None:
-    """Load ``path`` (a weights-only checkpoint) into ``model.student``, strictly."""
-    from segdet.utils.errors import ConfigError
+    """Load ``path`` strictly: a distillation run's checkpoint (``student.*`` and the distillation
+    modules' keys) into the whole DistillationModel, a student's own weights into ``model.student``.
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("model", state)
-    if any(k.startswith("student.") for k in state):
-        state = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
-    missing, unexpected = model.student.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ConfigError(f"--student-weights {path}: {len(missing)} missing keys (e.g. {missing[:2]}), "
-                          f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}) for the config's student")
+    Raises:
+        FileNotFoundError / ValueError: naming --student-weights (missing, unexpected or
+            mis-shaped keys, a pickled or corrupt file).
+    """
+    from segdet.distill.teacher import load_weights_strict
+
+    try:  # which kind it is; a file that does not read gets load_weights_strict's clear error
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        state = {}
+    state = state.get("model", state) if isinstance(state, dict) else {}
+    whole = any(k.startswith("student.") for k in state)
+    load_weights_strict(model if whole else model.student, path, what="distillation model" if whole else "student",
+                        key="--student-weights")
 
 
 def parameter_groups(model):
